@@ -1,0 +1,53 @@
+# futbot: `make demo` and `make test` are the whole set-up on a fresh clone.
+# Each target creates or updates .venv from the pinned files (settings.ini + requirements.lock).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXTRAS ?= dev,deep
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo bench lab export readme lock clean-nbs site
+
+venv: $(STAMP)
+
+$(STAMP): settings.ini setup.py requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip wheel 'setuptools<81'
+	$(BIN)/python -m pip install -q -c requirements.lock -e '.[$(EXTRAS)]'
+	$(BIN)/python -m ipykernel install --sys-prefix --name futbot --display-name "futbot (.venv)" >/dev/null
+	@touch $(STAMP)
+
+# Notebooks and package in sync, notebook tests (slow cells skipped), then pytest.
+test: $(STAMP)
+	@bash tools/check_export.sh
+	$(BIN)/nbdev_test --n_workers 2
+	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider
+
+demo: $(STAMP)
+	$(BIN)/futbot demo
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=nbs --ServerApp.kernel_manager_class=jupyter_server.services.kernels.kernelmanager.AsyncMappingKernelManager
+
+export: $(STAMP)
+	$(BIN)/nbdev_export
+
+clean-nbs: $(STAMP)
+	$(BIN)/nbdev_clean
+
+# README.md from nbs/index.ipynb: nbdev_readme where Quarto exists, nbconvert where it does not.
+readme: $(STAMP)
+	@if command -v quarto >/dev/null; then $(BIN)/nbdev_readme; \
+	else $(BIN)/python tools/readme.py; fi
+
+# Regenerate requirements.lock from a fresh venv built from settings.ini's direct pins.
+lock:
+	rm -rf /tmp/futbot-lock && $(PYTHON) -m venv /tmp/futbot-lock
+	/tmp/futbot-lock/bin/pip install -q -e '.[dev,deep]'
+	{ echo "# Transitive pins for every install path: pip install -c requirements.lock -e '.[dev,deep]'."; \
+	  echo "# Regenerate with 'make lock' after changing a pin in settings.ini."; \
+	  /tmp/futbot-lock/bin/pip freeze | grep -v -iE '^(futbot|-e )' | sed 's/+cpu$$//'; } > requirements.lock
