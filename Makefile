@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/futbot demo
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(FIGURES)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=nbs --ServerApp.kernel_manager_class=jupyter_server.services.kernels.kernelmanager.AsyncMappingKernelManager

@@ -1,36 +1,80 @@
-"""`make bench`: measure the performance budget of DESIGN.md and print ONE JSON object.
+"""`make bench`: measure the performance budget of DESIGN.md and print ONE JSON object on stdout.
 
 Every key carries its unit. A figure whose stage is not built yet is absent, never faked.
-Each stage contributes a function below; progress goes to stderr, the JSON to stdout."""
-import json, subprocess, sys, time, importlib
+Each stage contributes one function below; progress goes to stderr."""
+import json, os, signal, subprocess, sys, tempfile, time, importlib
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "bench"))
+
+def log(msg): print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+@contextmanager
+def sim_process(*args):
+    "A real `futbot sim` process on a free port (7 months, BTCUSDT and ETHUSDT by default); yields its URL"
+    p = subprocess.Popen([str(BIN / "futbot"), "sim", "--port", "0", *args], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        url = p.stdout.readline().strip()
+        if not url.startswith("http"): raise RuntimeError("futbot sim did not start")
+        yield url
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try: p.wait(20)
+        except subprocess.TimeoutExpired: p.kill()
 
 def cli_help_s():
     "Wall time of `futbot --help` (start-up cost of the console script)"
     t = time.perf_counter()
     subprocess.run([str(BIN / "futbot"), "--help"], check=True, capture_output=True)
-    return round(time.perf_counter() - t, 3)
+    return {"cli_help_s": round(time.perf_counter() - t, 3)}
 
 def sim_figures():
-    "Local exchange: 7 months of 1m klines for 2 symbols, REST requests per second"
+    "Local exchange: generate 7 months of 1m klines for 2 symbols; REST requests per second"
     sim = importlib.import_module("futbot.sim")
-    return sim.bench_figures()
+    return {"sim_generate_7mo_s": round(sim.bench_generate(months=7), 2), "sim_rest_req_per_s": round(sim.bench_rest(), 1)}
 
-FIGURES = [("cli_help_s", cli_help_s), (None, sim_figures)]
+def download_figures():
+    "Download: 7 months of BTCUSDT 1m klines from the local exchange at Binance weights"
+    h = importlib.import_module("futbot.history"); b = importlib.import_module("futbot.binance")
+    out = {}
+    with tempfile.TemporaryDirectory() as d, sim_process() as url:
+        rest = b.Rest(url, b.WeightLimiter(2400, 60))
+        t = time.perf_counter()
+        res = h.download("BTCUSDT", ["klines"], ["1m"], months=7, exchange=url, data_dir=d, progress=False, rest=rest)
+        dt = time.perf_counter() - t
+        rows = sum(r.rows for r in res)
+        out.update(download_7mo_1m_s=round(dt, 2), download_7mo_1m_rows=rows, download_rows_per_s=round(rows / dt),
+                   download_7mo_1m_weight=rest.limiter.total)
+        n429 = rest.limiter.n429
+    # weight-budget use: the same download made rate-bound by a budget scaled to 600 per 15 s (2400/min),
+    # so that it spans several windows; use = weight spent per full window / budget
+    with tempfile.TemporaryDirectory() as d, sim_process("--weight-limit", "600", "--rate-window-s", "15") as url:
+        rest = b.Rest(url, b.WeightLimiter(600, 15))
+        h.download("BTCUSDT", ["klines"], ["1m"], months=7, exchange=url, data_dir=d, progress=False, rest=rest)
+        out.update(download_weight_use=round(rest.limiter.usage(), 3), download_429s=n429 + rest.limiter.n429)
+    return out
+
+def features_figures():
+    "Features and labels: 7 months of 1m data, 300k labels, one live update"
+    return importlib.import_module("features_bench").bench_figures()
+
+def streams_figures():
+    "Streams: aggTrade ingest into bars, resident memory after one simulated hour"
+    return importlib.import_module("streams_bench").bench_figures()
+
+FIGURES = [cli_help_s, sim_figures, download_figures, features_figures, streams_figures]
 
 def main():
     out = {}
-    for key, fn in FIGURES:
-        try:
-            print(f"bench: {fn.__doc__.splitlines()[0]}", file=sys.stderr, flush=True)
-            v = fn()
-        except ImportError as e:
-            print(f"bench: skipped, not built yet ({e})", file=sys.stderr); continue
-        if key is None: out.update(v)
-        else: out[key] = v
+    only = sys.argv[1:]
+    for fn in FIGURES:
+        if only and fn.__name__ not in only: continue
+        log(fn.__doc__.splitlines()[0])
+        try: out.update(fn())
+        except ImportError as e: log(f"skipped, not built yet ({e})")
     print(json.dumps(out, sort_keys=True))
 
 if __name__ == "__main__":

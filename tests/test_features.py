@@ -1,0 +1,213 @@
+"""futbot.features: TA-Lib equality, the time rule (perturbation), live == batch, scaling with a schema."""
+import numpy as np, pandas as pd, pytest, talib
+from futbot.features import (synth_bars, resample_bars, build_features, tf_features, tf_block, replay_live, LiveFeatures,
+                             perturb_after, FeatureScaler, SchemaError, feature_schema, interval_ms, volume_poc_nb,
+                             volume_poc_ref, rolling_sum_nb, rolling_max_nb, rolling_min_nb, rolling_std_nb, ema_nb,
+                             wilder_nb, wma_nb)
+
+ALL = {"data.timeframes": ["1m", "5m", "1h", "4h", "1d"], "data.base_timeframe": "5m"}
+
+@pytest.fixture(scope="module")
+def m1_20d():
+    return synth_bars(60 * 24 * 20, seed=11)
+
+def synth_extras(m1, seed=0, trades_from=None):
+    "Funding (8h), open interest (5m), mark/index 1m klines, book snapshots (1m), aggTrades, liquidations"
+    rng = np.random.default_rng(seed); idx = m1.index; c = m1["close"].to_numpy()
+    f_idx = idx[(idx.hour % 8 == 0) & (idx.minute == 0)]
+    funding = pd.DataFrame({"funding_rate": rng.normal(1e-4, 1e-4, len(f_idx))}, index=f_idx)
+    oi_idx = idx[idx.minute % 5 == 0]
+    oi = pd.DataFrame({"open_interest": 1e5 + np.cumsum(rng.normal(0, 100, len(oi_idx))),
+                       "long_short_ratio": rng.uniform(0.8, 1.2, len(oi_idx))}, index=oi_idx)
+    mark = pd.DataFrame({"close": c * (1 + rng.normal(0, 1e-4, len(c)))}, index=idx)
+    index = pd.DataFrame({"close": c * (1 + rng.normal(0, 1e-4, len(c)))}, index=idx)
+    book = {}
+    for i in range(1, 11):
+        book[f"bid_px_{i}"] = c - 0.1 * i; book[f"ask_px_{i}"] = c + 0.1 * i
+        book[f"bid_sz_{i}"] = rng.uniform(0.1, 5, len(c)); book[f"ask_sz_{i}"] = rng.uniform(0.1, 5, len(c))
+    book = pd.DataFrame(book, index=idx + pd.Timedelta("30s"))
+    sub = m1 if trades_from is None else m1[m1.index >= trades_from]
+    k = 5; ts = np.repeat(sub.index.as_unit("ms").asi8, k) + np.tile(np.arange(k) * 11000, len(sub))
+    px = np.repeat(sub["close"].to_numpy(), k) * (1 + rng.normal(0, 2e-4, len(ts)))
+    trades = pd.DataFrame({"price": px, "qty": rng.uniform(0.01, 2, len(ts)), "is_buyer_maker": rng.random(len(ts)) < 0.5},
+                          index=pd.to_datetime(ts, unit="ms", utc=True))
+    lq_idx = idx[rng.random(len(idx)) < 0.02]
+    liq = pd.DataFrame({"side": rng.choice(["BUY", "SELL"], len(lq_idx)), "price": 3e4, "qty": rng.uniform(0.1, 3, len(lq_idx))}, index=lq_idx)
+    return {"funding": funding, "open_interest": oi, "mark": mark, "index": index, "book": book, "trades": trades, "liquidations": liq}
+
+# ---------------------------------------------------------------- bars
+
+def test_resample_equals_pandas(m1_20d):
+    for tf, rule in [("5m", "5min"), ("1h", "1h"), ("4h", "4h"), ("1d", "1D")]:
+        ours = resample_bars(m1_20d, tf)
+        ref = m1_20d.resample(rule, label="left", closed="left").agg(
+            {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum", "quote_volume": "sum",
+             "trades": "sum", "taker_buy_volume": "sum", "taker_buy_quote_volume": "sum"})
+        ref = ref.loc[ours.index]
+        np.testing.assert_array_equal(ours.index.as_unit("ms").asi8, ref.index.as_unit("ms").asi8)
+        np.testing.assert_allclose(ours.to_numpy(float), ref.to_numpy(float), rtol=1e-12)
+    assert len(resample_bars(m1_20d, "1d")) == 20
+
+def test_kernels_against_plain_references():
+    rng = np.random.default_rng(3); x = 100 + np.cumsum(rng.normal(size=500)); s = pd.Series(x)
+    np.testing.assert_allclose(rolling_sum_nb(x, 20), s.rolling(20).sum(), rtol=1e-12)
+    np.testing.assert_allclose(rolling_max_nb(x, 20), s.rolling(20).max())
+    np.testing.assert_allclose(rolling_min_nb(x, 20), s.rolling(20).min())
+    np.testing.assert_allclose(rolling_std_nb(x, 20, 1), s.rolling(20).std(), rtol=1e-9)
+    np.testing.assert_allclose(wma_nb(x, 10), s.rolling(10).apply(lambda w: (w * np.arange(1, 11)).sum() / 55, raw=True), rtol=1e-12)
+    e = [np.nan] * 9 + [x[:10].mean()]
+    for v in x[10:]: e.append(2 / 11 * v + 9 / 11 * e[-1])
+    np.testing.assert_allclose(ema_nb(x, 10, 9), e, rtol=1e-12)
+    w = [np.nan] * 9 + [x[:10].mean()]
+    for v in x[10:]: w.append((w[-1] * 9 + v) / 10)
+    np.testing.assert_allclose(wilder_nb(x, 10, 9), w, rtol=1e-12)
+    b = synth_bars(400, seed=5); tp = ((b.high + b.low + b.close) / 3).to_numpy()
+    a = (tp, b.volume.to_numpy(), b.low.to_numpy(), b.high.to_numpy(), 60, 24)
+    np.testing.assert_allclose(volume_poc_nb(*a), volume_poc_ref(*a), rtol=1e-12)
+
+# ---------------------------------------------------------------- TA-Lib
+
+def _talib_cols(b, tf):
+    "TA-Lib called directly on the same bars, keyed by our column names"
+    o, h, l, c, v = (b[k].to_numpy(float) for k in ("open", "high", "low", "close", "volume"))
+    r = {}
+    for n in (14, 21, 34): r[f"rsi_{n}"] = talib.RSI(c, n)
+    r["macd"], r["macd_signal"], r["macd_hist"] = talib.MACD(c, 12, 26, 9)
+    for n in (14, 21): r[f"atr_{n}"] = talib.ATR(h, l, c, n)
+    r["bb_upper"], r["bb_mid"], r["bb_lower"] = talib.BBANDS(c, 20, 2.0, 2.0, 0)
+    for n in (5, 10, 20, 50, 100, 200): r[f"sma_{n}"], r[f"ema_{n}"] = talib.SMA(c, n), talib.EMA(c, n)
+    for n in (10, 20): r[f"wma_{n}"] = talib.WMA(c, n)
+    r["stoch_k"], r["stoch_d"] = talib.STOCH(h, l, c, 14, 3, 0, 3, 0)
+    r["willr_14"] = talib.WILLR(h, l, c, 14)
+    r["roc_10"] = talib.ROC(c, 10)
+    obv = talib.OBV(c, v); r["obv_100"] = obv - np.r_[np.full(100, np.nan), obv[:-100]]   # deliberate: OBV change over 100 bars
+    r["mfi_14"] = talib.MFI(h, l, c, v, 14)
+    r["adx_14"], r["pdi_14"], r["ndi_14"] = talib.ADX(h, l, c, 14), talib.PLUS_DI(h, l, c, 14), talib.MINUS_DI(h, l, c, 14)
+    return {f"{k}_{tf}": x for k, x in r.items()}
+
+def _close(ours, ref, what):
+    "1e-6 relative; for series that cross zero (MACD, ROC, OBV change) relative to the series' median magnitude"
+    scale = np.nanmedian(np.abs(ref))
+    bad = ~(np.abs(ours - ref) <= 1e-6 * np.maximum(np.abs(ref), 1e-3 * scale))
+    assert not bad.any(), f"{what}: {bad.sum()} rows differ, first at {np.flatnonzero(bad)[:3]}: ours {ours[bad][:3]}, TA-Lib {ref[bad][:3]}"
+
+@pytest.mark.parametrize("tf", ["5m", "1h"])
+def test_talib_equality_after_300_bars(m1_20d, tf):
+    "Base (5m) and a higher timeframe (1h), as joined into the feature frame"
+    X = build_features({"1m": m1_20d}, config={"data.timeframes": ["5m", "1h"], "data.base_timeframe": "5m"}, drop_warmup=False)
+    b = resample_bars(m1_20d, tf)
+    assert len(b) >= 400
+    close_t = b.index + pd.Timedelta(milliseconds=interval_ms(tf))
+    pos = np.searchsorted(close_t, X.index, side="right") - 1            # the bar joined at each t
+    keep = pos >= 300
+    ref = _talib_cols(b, tf)
+    assert len(ref) == 34
+    for col, r in ref.items():
+        assert col in X, col
+        _close(X[col].to_numpy()[keep], r[pos[keep]], col)
+
+def test_talib_check_can_fail(m1_20d):
+    "The comparison above is sharp: a one-bar lag or a different seed is caught"
+    b = resample_bars(m1_20d, "1h"); f = tf_features(b, "1h"); c = b.close.to_numpy()
+    with pytest.raises(AssertionError): _close(f["rsi_14_1h"].to_numpy()[301:], talib.RSI(c, 14)[300:-1], "lagged")
+    with pytest.raises(AssertionError): _close(f["ema_200_1h"].to_numpy()[300:], talib.EMA(c[1:], 200)[299:], "reseeded")
+
+# ---------------------------------------------------------------- time rule
+
+def test_perturbation_features_and_extras():
+    m1 = synth_bars(60 * 24 * 45, seed=21)
+    ex = synth_extras(m1, trades_from=m1.index[-60 * 24 * 3])
+    bars = {tf: resample_bars(m1, tf) for tf in ALL["data.timeframes"]}
+    X = build_features(bars, ex, config=ALL)
+    assert {"funding_rate", "oi_pct_12", "ls_ratio", "mark_index_dev", "imbalance_10", "price_impact", "liq_pressure"} <= set(X.columns)
+    assert len(X) > 1000 and X["price_impact"].iloc[:100].isna().all()   # aggTrades start later: NaN, not dropped rows
+    for T in [X.index[-300] + pd.Timedelta("2min"), X.index[-200]]:       # between and on decision times
+        pb, pe = perturb_after(bars, T, seed=1, extras=ex)
+        Xp = build_features(pb, pe, config=ALL)
+        before = X.index <= T
+        assert X.index.equals(Xp.index) and before.sum() > 500
+        assert X[before].equals(Xp[before])                               # bit-identical up to T
+        assert not X[~before].equals(Xp[~before])                          # the scramble did change the future
+
+def test_perturbation_catches_a_leak(m1_20d):
+    "Sanity of the check itself: a feature shifted one bar into the future is caught"
+    bars = {"1m": m1_20d}; cfg = {"data.timeframes": ["5m"], "data.base_timeframe": "5m"}
+    X = build_features(bars, config=cfg); T = X.index[len(X) // 2]
+    pb, _ = perturb_after(bars, T, seed=2); Xp = build_features(pb, config=cfg)
+    leak, leakp = X["close_5m"].shift(-1), Xp["close_5m"].shift(-1)
+    assert not leak.loc[:T].equals(leakp.loc[:T])
+
+def test_missing_extras_are_absent_not_errors(m1_20d):
+    cfg = {"data.timeframes": ["5m", "1h"], "data.base_timeframe": "5m"}
+    X0 = build_features({"1m": m1_20d}, None, config=cfg)
+    X1 = build_features({"1m": m1_20d}, {"funding": synth_extras(m1_20d)["funding"], "book": None}, config=cfg)
+    assert not any(c.startswith(("funding", "oi", "spread", "imbalance")) for c in X0.columns)
+    assert set(X1.columns) - set(X0.columns) == {"funding_rate", "funding_sign", "funding_chg"}
+    with pytest.raises(ValueError, match="no '4h' frame"):
+        build_features({"5m": resample_bars(m1_20d, "5m")}, config={"data.timeframes": ["5m", "4h"], "data.base_timeframe": "5m"})
+
+def test_higher_timeframe_joins_from_its_close():
+    m1 = synth_bars(60 * 24 * 3, seed=4)
+    X = build_features({"1m": m1}, config={"data.timeframes": ["5m", "4h"], "data.base_timeframe": "5m"}, drop_warmup=False)
+    h4 = resample_bars(m1, "4h")
+    t = pd.Timestamp("2024-01-02 11:55", tz="UTC")                          # the 08:00 4h bar is not closed yet
+    assert X.loc[t, "close_4h"] == h4.loc[pd.Timestamp("2024-01-02 04:00", tz="UTC"), "close"]
+    assert X.loc[t + pd.Timedelta("5min"), "close_4h"] == h4.loc[pd.Timestamp("2024-01-02 08:00", tz="UTC"), "close"]
+
+# ---------------------------------------------------------------- live
+
+def test_live_equals_batch_for_two_replayed_days():
+    m1 = synth_bars(60 * 24 * 40, seed=31)
+    ex = synth_extras(m1, seed=3, trades_from=m1.index[-60 * 24 * 3])
+    bars = {tf: resample_bars(m1, tf) for tf in ALL["data.timeframes"]}
+    X = build_features(bars, ex, config=ALL, drop_warmup=False)
+    start = X.index[-2 * 288]
+    L = replay_live(bars, config=ALL, start=start, extras=ex)
+    assert len(L) == 2 * 288 and (L.columns == X.columns).all()
+    B = X.loc[L.index]
+    assert B.notna().all().all()                                           # past warm-up, every feature present
+    np.testing.assert_allclose(L.to_numpy(), B.to_numpy(), rtol=1e-9, atol=1e-9)
+
+def test_live_refuses_other_schema(m1_20d):
+    cfg = {"data.timeframes": ["5m", "1h"], "data.base_timeframe": "5m"}
+    X = build_features({"1m": m1_20d}, config=cfg)
+    lf = LiveFeatures(config={"data.timeframes": ["5m"], "data.base_timeframe": "5m"}, schema=feature_schema(X))
+    lf.add_bars("5m", resample_bars(m1_20d, "5m"))
+    with pytest.raises(SchemaError, match="does not match fitted schema"): lf.row(X.index[-1])
+    with pytest.raises(ValueError, match="lack columns"): lf.add_bars("5m", resample_bars(m1_20d, "5m").drop(columns="trades"))
+    ok = LiveFeatures(config=cfg, schema=feature_schema(X))
+    for tf in ("5m", "1h"): ok.add_bars(tf, resample_bars(m1_20d, tf))
+    np.testing.assert_allclose(ok.row(X.index[-1]).to_numpy(), X.iloc[[-1]].to_numpy(), rtol=1e-9, atol=1e-9)
+
+def test_tail_rows_bit_identical(m1_20d):
+    b = resample_bars(m1_20d, "5m")
+    n, M, t = tf_block(b, "5m"); n1, M1, t1 = tf_block(b.iloc[-2000:], "5m", tail=1)
+    assert n == n1 and t1[0] == t[-1]
+    window = [i for i, c in enumerate(n) if not c.startswith(("ema", "dist_ema", "macd", "rsi", "atr", "natr", "adx", "pdi", "ndi"))]
+    assert np.array_equal(M1[0, window], M[-1, window], equal_nan=True)   # non-recursive: to the last bit
+
+# ---------------------------------------------------------------- scaling
+
+@pytest.mark.parametrize("method", ["standard", "minmax", "robust"])
+def test_scaler_fits_on_training_rows_only(m1_20d, method, tmp_path):
+    X = build_features({"1m": m1_20d}, config={"data.timeframes": ["5m"], "data.base_timeframe": "5m"})
+    tr, te = X.iloc[: len(X) // 2], X.iloc[len(X) // 2:]
+    sc = FeatureScaler(method, log_cols=["volume_5m"]).fit(tr)
+    Z = sc.transform(tr)
+    if method == "standard": np.testing.assert_allclose(Z.mean().to_numpy(), 0, atol=1e-6)
+    var = (tr.nunique() > 1).to_numpy()
+    if method == "minmax": assert np.allclose(Z.min()[var], 0) and np.allclose(Z.max()[var], 1)
+    if method == "robust": np.testing.assert_allclose(Z.median().to_numpy(), 0, atol=1e-9)
+    # fitted on the training rows: the test rows must not have shaped the parameters
+    assert not np.allclose(sc.transform(te).mean().to_numpy(), sc.transform(tr).mean().to_numpy())
+    sc2 = FeatureScaler.load(sc.save(tmp_path / "s.joblib"))
+    assert sc2.transform(te).equals(sc.transform(te))
+    assert sc2.schema == feature_schema(X) and len(sc2.schema["hash"]) == 16
+    with pytest.raises(SchemaError, match="missing"): sc2.transform(te.iloc[:, 1:])
+    with pytest.raises(SchemaError, match="different order"): sc2.transform(te[te.columns[::-1]])
+    with pytest.raises(ValueError, match="unknown scaling method"): FeatureScaler("zscore")
+
+def test_log_transform_applied(m1_20d):
+    X = build_features({"1m": m1_20d}, config={"data.timeframes": ["5m"], "data.base_timeframe": "5m"})
+    a = FeatureScaler("minmax", log_cols=["volume_5m"]).fit(X).transform(X)["volume_5m"]
+    l = np.log1p(X["volume_5m"]); np.testing.assert_allclose(a, (l - l.min()) / (l.max() - l.min()), atol=1e-12)
