@@ -31,7 +31,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py $(FIGURES)
 
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=nbs --ServerApp.kernel_manager_class=jupyter_server.services.kernels.kernelmanager.AsyncMappingKernelManager
+	$(BIN)/jupyter lab --notebook-dir=nbs --no-browser --MappingKernelManager.default_kernel_name=futbot $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS)
 
 export: $(STAMP)
 	$(BIN)/nbdev_export

@@ -169,3 +169,70 @@ def test_corrupted_file_detected_on_load_and_refetched(sim_url, tmp_path):
     assert len(load_bars("BTCUSDT", "1h", "2024-02-01", "2024-02-02", data_dir=tmp_path)) == 24   # reads only the months asked for
     dl(sim_url, tmp_path, "--start", "2024-01-30", "--end", "2024-02-02", "--datasets", "klines", "--intervals", "1h")
     pd.testing.assert_frame_equal(load_bars("BTCUSDT", "1h", "2024-01-30", "2024-02-02", data_dir=tmp_path), good, check_exact=True)
+
+def test_gap_the_exchange_really_has_is_recorded_never_filled(sim_url, tmp_path):
+    "The exchange has nothing before its history start: the gap is re-requested once, recorded, and left empty"
+    r = dl(sim_url, tmp_path, "--start", "2023-12-31", "--end", "2024-01-02", "--datasets", "klines", "--intervals", "1h")
+    bars = load_bars("BTCUSDT", "1h", "2023-12-30", "2024-01-03", data_dir=tmp_path)
+    assert len(bars) == 24 and bars.index[0] == pd.Timestamp("2024-01-01", tz="UTC")
+    assert Store(tmp_path).gaps("BTCUSDT", "klines", "1h") == [(to_ms("2023-12-31"), to_ms("2024-01-01"))]
+    rep = __import__("json").loads((tmp_path / "raw/BTCUSDT/klines/1h/validation.json").read_text())
+    assert rep["gaps"] == [["2023-12-31T00:00:00Z", "2024-01-01T00:00:00Z"]] and rep["rows"] == 24
+    again = dl(sim_url, tmp_path, "--start", "2023-12-31", "--end", "2024-01-02", "--datasets", "klines", "--intervals", "1h")
+    assert ": 2 requests" in again.stdout.splitlines()[-1], again.stdout     # a recorded gap is not asked for again
+
+def test_recent_trades_book_and_statistics(sim_url, tmp_path):
+    r = dl(sim_url, tmp_path, "--months", "1", "--datasets", "agg_trades,book,open_interest,long_short,taker_ratio,premium",
+           "--agg-hours", "0.5", "--book-every", "0.5")
+    st = Store(tmp_path)
+    t = st.load("BTCUSDT", "agg_trades")
+    assert len(t) > 100
+    np.testing.assert_array_equal(np.diff(t["agg_id"].to_numpy()), 1)                  # no trade lost or repeated
+    np.testing.assert_array_equal(t["first_id"].to_numpy()[1:], t["last_id"].to_numpy()[:-1] + 1)
+    a, b = to_ms(t["time"].iloc[0]), to_ms(t["time"].iloc[0]) + 600_000
+    ref, _ = http_json(f"{sim_url}/fapi/v1/aggTrades?symbol=BTCUSDT&startTime={a}&endTime={b - 1}&limit=1000")
+    got = t[t["time"] < pd.Timestamp(b, unit="ms", tz="UTC")]
+    np.testing.assert_array_equal(got["agg_id"].to_numpy(), [x["a"] for x in ref])
+    np.testing.assert_array_equal(got["qty"].to_numpy(), [float(x["q"]) for x in ref])
+    book = st.load("BTCUSDT", "book")
+    snaps = book.groupby("time")
+    assert snaps.ngroups >= 1 and (snaps.size() == 200).all()
+    for _, s in snaps:
+        bid, ask = s[s.side == "bid"].sort_values("level"), s[s.side == "ask"].sort_values("level")
+        assert (np.diff(bid.price) < 0).all() and (np.diff(ask.price) > 0).all() and bid.price.iloc[0] < ask.price.iloc[0]
+    for ds in ("open_interest", "long_short", "taker_ratio"):
+        d = st.load("BTCUSDT", ds)
+        assert len(d) > 8000, (ds, len(d))                     # ~30 days of 5-minute rows: all the exchange keeps
+        assert (np.diff(d["timestamp"].astype("int64").to_numpy()) > 0).all()
+    assert len(load_bars("BTCUSDT", "1m", data_dir=tmp_path, dataset="premium")) > 40000
+
+def test_loaded_data_feeds_features(sim_url, tmp_path):
+    "Stored bars and extras go straight into build_features; extras join as of the time they became public"
+    from futbot.history import load_extras
+    from futbot.features import build_features
+    dl(sim_url, tmp_path, "--start", "2024-01-01", "--end", "2024-02-29", "--datasets", "klines,mark,index,funding,open_interest",
+       "--intervals", "1m,5m,1h,4h,1d")
+    bars = {iv: load_bars("BTCUSDT", iv, data_dir=tmp_path) for iv in ("1m", "5m", "1h", "4h", "1d")}
+    ex = load_extras("BTCUSDT", data_dir=tmp_path)
+    assert {"funding", "mark", "index", "open_interest"} <= set(ex)
+    oi = Store(tmp_path).load("BTCUSDT", "open_interest")
+    assert ex["open_interest"].index[0] == oi["timestamp"].iloc[0] + pd.Timedelta("5min")
+    f = build_features(bars, ex)
+    assert len(f) > 1000 and {"funding_rate", "mark_index_dev", "oi"} <= set(f.columns)
+    last = f.index[-1]
+    pub = ex["open_interest"][ex["open_interest"].index <= last]["open_interest"].iloc[-1]
+    assert f["oi"].iloc[-1] == pub
+
+def test_418_ban_stops_the_run_with_a_clear_message(tmp_path):
+    "An IP already banned (HTTP 418) ends the download at once with one line, exit 2, nothing stored half-way"
+    import urllib.error
+    with run_sim("--weight-limit", "60", months=1) as url:
+        codes = []
+        for _ in range(30):            # a careless client: keeps going after 429s until the exchange bans the IP
+            try: http_json(f"{url}/fapi/v1/klines?symbol=BTCUSDT&interval=1m&limit=1000"); codes.append(200)
+            except urllib.error.HTTPError as e: codes.append(e.code)
+        assert 429 in codes and codes[-1] == 418, codes
+        r = dl(url, tmp_path, "--start", "2024-01-10", "--end", "2024-01-11", "--datasets", "klines", "--intervals", "1h", check=False)
+        lines = [l for l in r.stderr.splitlines() if l.strip()]
+        assert r.returncode == 2 and len(lines) == 1 and "banned" in lines[0] and "418" in lines[0], r.stderr
+        assert not list((tmp_path / "raw").rglob("*.parquet"))
