@@ -28,7 +28,7 @@ demo: $(STAMP)
 	$(BIN)/futbot demo
 
 bench: $(STAMP)
-	$(BIN)/python bench/run.py $(FIGURES)
+	@$(BIN)/python bench/run.py $(FIGURES)
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=nbs --no-browser --MappingKernelManager.default_kernel_name=futbot $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS)

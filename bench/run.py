@@ -65,7 +65,22 @@ def streams_figures():
     "Streams: aggTrade ingest into bars, resident memory after one simulated hour"
     return importlib.import_module("streams_bench").bench_figures()
 
-FIGURES = [cli_help_s, sim_figures, download_figures, features_figures, streams_figures]
+def demo_figures():
+    "The demo: wall time and peak resident memory of `futbot demo` (process and children)"
+    import psutil
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        p = psutil.Popen([str(BIN / "futbot"), "demo", "--data-dir", f"{d}/data", "--artifacts-dir", f"{d}/artifacts"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "FUTBOT_LOG_DIR": f"{d}/logs"})
+        peak = 0
+        while p.poll() is None:
+            try: peak = max(peak, sum(x.memory_info().rss for x in [p, *p.children(recursive=True)]))
+            except psutil.Error: pass
+            time.sleep(0.2)
+        if p.returncode != 0: raise RuntimeError(f"futbot demo exited {p.returncode}")
+        return {"demo_s": round(time.perf_counter() - t, 1), "demo_peak_rss_mb": round(peak / 2**20)}
+
+FIGURES = [cli_help_s, sim_figures, download_figures, features_figures, streams_figures, demo_figures]
 
 def main():
     out = {}
