@@ -4,7 +4,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,deep
+EXTRAS ?= dev,deep,xgb
 STAMP := $(VENV)/.installed
 
 .PHONY: venv test demo bench lab export readme lock clean-nbs site
@@ -47,7 +47,7 @@ readme: $(STAMP)
 # Regenerate requirements.lock from a fresh venv built from settings.ini's direct pins.
 lock:
 	rm -rf /tmp/futbot-lock && $(PYTHON) -m venv /tmp/futbot-lock
-	/tmp/futbot-lock/bin/pip install -q -e '.[dev,deep]'
-	{ echo "# Transitive pins for every install path: pip install -c requirements.lock -e '.[dev,deep]'."; \
+	/tmp/futbot-lock/bin/pip install -q -e '.[dev,deep,xgb]'
+	{ echo "# Transitive pins for every install path: pip install -c requirements.lock -e '.[dev,deep,xgb]'."; \
 	  echo "# Regenerate with 'make lock' after changing a pin in settings.ini."; \
 	  /tmp/futbot-lock/bin/pip freeze | grep -v -iE '^(futbot|-e )' | sed 's/+cpu$$//'; } > requirements.lock

@@ -24,8 +24,9 @@ if cfg.get('pip_requirements'): requirements += shlex.split(cfg.get('pip_require
 min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements') or '')
-# futbot extras: `deep` (torch CPU build + xgboost) for the deep and boosted candidate models
+# futbot extras: `deep` (the torch CPU build) for LSTM/1D-CNN/Transformer, `xgb` for XGBoost
 deep_requirements = shlex.split(cfg.get('deep_requirements') or '')
+xgb_requirements = shlex.split(cfg.get('xgb_requirements') or '')
 
 package_data = dict()
 pkg_data = cfg.get('package_data', None)
@@ -45,7 +46,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_name'], cfg['lib_name'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'deep': deep_requirements},
+    extras_require={'dev': dev_requirements, 'deep': deep_requirements, 'xgb': xgb_requirements},
     dependency_links=cfg.get('dep_links', '').split(),
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),

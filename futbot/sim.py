@@ -16,14 +16,14 @@ __all__ = ['SYMBOLS', 'MINUTE_MS', 'FUNDING_MS', 'ALPHA_DEFAULT', 'ALPHA_NONE', 
            'kline_rows', 'kline_lines', 'agg_lines', 'RawJSON', 'agg_rows', 'make_app', 'serve_sim', 'warm_market',
            'SimServer', 'vision_periods', 'write_vision', 'add_sim_args', 'run_sim', 'main', 'bench_rest', 'demo_stage']
 
-# %% ../nbs/02_sim.ipynb #2db0271d
+# %% ../nbs/02_sim.ipynb #7ae777a9
 import math, time, zlib, threading, datetime as dt
 import numpy as np
 from numba import njit
 from fastcore.basics import patch
 from .config import INTERVALS, interval_ms as _fixed_ms
 
-# %% ../nbs/02_sim.ipynb #d5bcd29f
+# %% ../nbs/02_sim.ipynb #c4809821
 SYMBOLS = {
     "BTCUSDT": dict(tick=0.1, step=0.001, price_dec=1, qty_dec=3, p0=42000.0, base="BTC", pair="BTCUSDT",
                     daily_vol=0.03, n_mean=30.0, qty_mu=math.log(60), qty_sig=1.3, oi0=80_000.0, book_mu=math.log(400)),
@@ -34,13 +34,13 @@ _UNIT_MS = dict(m=60_000, h=3_600_000, d=86_400_000, w=604_800_000)
 MINUTE_MS = 60_000
 FUNDING_MS = 8 * 3_600_000  # funding every 8 h: 00, 08, 16 UTC
 
-# %% ../nbs/02_sim.ipynb #23c32554
+# %% ../nbs/02_sim.ipynb #92c2e190
 def interval_ms(interval:str # Binance interval such as "5m", "4h", "1w"; "1M" gives 31 days (an upper bound)
                )->int:       # its length in milliseconds
     "Length of a Binance interval in ms (calendar months count as 31 days)"
     return 31 * 86_400_000 if interval == "1M" else _fixed_ms(interval)
 
-# %% ../nbs/02_sim.ipynb #24afd783
+# %% ../nbs/02_sim.ipynb #67ef3bff
 def parse_time(x # int/float ms, ISO date string, `datetime`, `numpy.datetime64` or pandas Timestamp (naive = UTC)
               )->int: # milliseconds since the epoch, UTC
     "Milliseconds since the epoch (UTC) of a date or time given in any common form"
@@ -52,7 +52,7 @@ def parse_time(x # int/float ms, ISO date string, `datetime`, `numpy.datetime64`
     if x.tzinfo is None: x = x.replace(tzinfo=dt.timezone.utc)
     return int(round(x.timestamp() * 1000))
 
-# %% ../nbs/02_sim.ipynb #be605feb
+# %% ../nbs/02_sim.ipynb #d08d5673
 def add_months(t_ms:int, # a time, ms
                k:int,    # calendar months to add
               )->int:    # the same day-of-month and time k months later (day clipped to the month)
@@ -63,7 +63,7 @@ def add_months(t_ms:int, # a time, ms
     last = [31, 29 if (y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)) else 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][m - 1]
     return parse_time(d.replace(year=y, month=m, day=min(d.day, last)))
 
-# %% ../nbs/02_sim.ipynb #947786a0
+# %% ../nbs/02_sim.ipynb #b67c0ce1
 def fmt_ticks(n,           # integer count of ticks or lots, or an array/list of them
               decimals:int # decimals of the unit (tick 0.01 -> 2)
              ):            # exact decimal string, or list of strings
@@ -75,7 +75,7 @@ def fmt_ticks(n,           # integer count of ticks or lots, or an array/list of
     q, r = divmod(abs(n), 10 ** decimals)
     return f"{s}{q}.{r:0{decimals}d}"
 
-# %% ../nbs/02_sim.ipynb #464f9ab0
+# %% ../nbs/02_sim.ipynb #7dd1d288
 _WEEK_OFF = 4 * 86_400_000
 
 def _month_floor(t):
@@ -110,7 +110,7 @@ def bar_opens(lo:int, hi:int, interval:str # ms range and interval
         o = np.arange(f, hi + 1, n, dtype=np.int64)
     return o[(o >= lo) & (o <= hi)]
 
-# %% ../nbs/02_sim.ipynb #c16d35ea
+# %% ../nbs/02_sim.ipynb #6398f383
 _U64 = np.uint64
 _C1, _C2, _PHI = _U64(0xBF58476D1CE4E5B9), _U64(0x94D049BB133111EB), _U64(0x9E3779B97F4A7C15)
 _S30, _S27, _S31, _S11 = _U64(30), _U64(27), _U64(31), _U64(11)
@@ -192,7 +192,7 @@ def students_nb(key, idx):
     for j in range(len(idx)): out[j] = student_nb(key, idx[j])
     return out
 
-# %% ../nbs/02_sim.ipynb #d80e9d15
+# %% ../nbs/02_sim.ipynb #1a791e51
 ALPHA_DEFAULT = dict(
     momentum=0.008,   # drift regime, per-minute Sharpe at one unit of the latent
     flow=0.011,       # drift per unit of the past hours' informed flow
@@ -212,7 +212,7 @@ def resolve_alpha(alpha # "default", "none" or a dict overriding some ALPHA_DEFA
     if alpha == "none": return dict(ALPHA_NONE)
     raise ValueError(f"alpha must be 'default', 'none' or a dict, not {alpha!r}")
 
-# %% ../nbs/02_sim.ipynb #d75a3c34
+# %% ../nbs/02_sim.ipynb #f1e3acf3
 # stream ids
 _VOL1, _VOL2, _VOL3, _REG, _SHOCK, _JUMP, _JSIZE, _MOM, _MOM2, _FLOW, _CROWD, _CROWD2, _COUNT = range(13)
 _TIME, _BRIDGE, _SIDE, _GEO, _SPREAD, _IDX, _PREM, _BOOK, _LIQ, _LIQT, _LIQQ, _OI = range(13, 25)
@@ -241,7 +241,7 @@ def model_params(spec:dict, # a SYMBOLS entry
         0.9, 0.8, P_JUMP, J_SIZE, 1e-4, 2.5e-4, 3.5, norm, seas, regw, *VOL_W]
     return p
 
-# %% ../nbs/02_sim.ipynb #b948032e
+# %% ../nbs/02_sim.ipynb #44e3e7d8
 @njit(cache=True)
 def vnoise_nb(key, m, period):
     "Smooth unit-variance value noise at minute `m`: hashed normal knots every `period` minutes"
@@ -309,7 +309,7 @@ def latent_nb(K, Kc, m0, n, P):
             nliq[i] = 1 + int(math.log(unif_nb(K[_LIQ], m)) / math.log(0.5))
     return sig, r, mu, nagg, pbuy, crowd, prem, nliq
 
-# %% ../nbs/02_sim.ipynb #798323fe
+# %% ../nbs/02_sim.ipynb #63bcc3f0
 @njit(cache=True)
 def gen_minute_nb(K, m, L0, L1, sig, n, pbuy, tick, qmu, qsig,
                   E, T, X, PR, Q, NT, BUY, SP):
@@ -390,7 +390,7 @@ def trades_nb(K, m0, L, sig, nagg, pbuy, tick, qmu, qsig):
             w += 1
     return T, PR, Q, NT, M, X, SP, MI
 
-# %% ../nbs/02_sim.ipynb #acb92e18
+# %% ../nbs/02_sim.ipynb #453dc5e0
 AGG_ID0, TRADE_ID0 = 1_000_000, 5_000_000   # first aggTrade id and first trade id of the history
 CHUNK = 1440                                # the cache grows by whole days from the history start
 
@@ -432,7 +432,7 @@ class _Cache:
         return (self.K, self.m_lo + i0, self.L[i0:i1 + 1], self.sig[i0:i1], self.nagg[i0:i1], self.pbuy[i0:i1],
                 self.tick, self.qmu, self.qsig)
 
-# %% ../nbs/02_sim.ipynb #f86c6fa9
+# %% ../nbs/02_sim.ipynb #d4246266
 class Market:
     "Seeded, deterministic market model of Binance USD-M perpetuals; see SIM_API.md"
     def __init__(self, symbols=("BTCUSDT", "ETHUSDT"), # symbols, keys of SYMBOLS
@@ -475,7 +475,7 @@ class Market:
 
     def __repr__(self): return f"Market({self.symbols}, seed={self.seed}, start={self.start_ms}, t0={self.t0_ms}, alpha={self.alpha})"
 
-# %% ../nbs/02_sim.ipynb #c72bc380
+# %% ../nbs/02_sim.ipynb #31dfc024
 _KL_KEYS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote", "trades",
             "taker_buy", "taker_buy_quote", "first_id", "last_id")
 
@@ -537,7 +537,7 @@ def klines(self:Market, symbol:str, interval:str, # symbol and Binance interval
     o = self._bar_range(interval, start_ms, end_ms, limit, now)
     return self._agg_bars(c, o, bar_next(o, interval), now)
 
-# %% ../nbs/02_sim.ipynb #0609bd13
+# %% ../nbs/02_sim.ipynb #3a549f64
 _AT_KEYS = ("a", "p", "q", "f", "l", "T", "m")
 
 @patch
@@ -578,7 +578,7 @@ def agg_trades(self:Market, symbol:str, start_ms:int|None=None, end_ms:int|None=
     idx = idx[-limit:] if (from_id is None and start_ms is None) else idx[:limit]
     return {k: v[idx] for k, v in d.items()}
 
-# %% ../nbs/02_sim.ipynb #fda777b1
+# %% ../nbs/02_sim.ipynb #136a3535
 @njit(cache=True)
 def _seconds_nb(K, m, n, T, X, L0, crowd, P, tick, mark, index, prem):
     "Per-second mark/index ticks and premium of minute `m` from its trades (T, X = times and log mids)"
@@ -622,7 +622,7 @@ def prices_nb(K, m0, L, sig, nagg, pbuy, tick, qmu, qsig, crowd, P, cut, per_sec
                     out[i, c + 1] = max(out[i, c + 1], v); out[i, c + 2] = min(out[i, c + 2], v); out[i, c + 3] = v
     return out
 
-# %% ../nbs/02_sim.ipynb #df2ba705
+# %% ../nbs/02_sim.ipynb #0c01635f
 @patch
 def _price_rows(self:Market, c, i0, i1, now):
     "Per-minute mark/index/premium OHLC ([n, 12]) of cached minutes i0..i1-1, the one holding now partial"
@@ -708,7 +708,7 @@ def premium_index(self:Market, symbol:str, t_ms:int|None=None)->dict:
     return dict(markPrice=int(s["mark"][0]), indexPrice=int(s["index"][0]), estimatedSettlePrice=int(s["mark"][0]),
                 lastFundingRate=float(s["funding"][0]), interestRate=INTEREST, nextFundingTime=int(s["next_funding"][0]), time=t)
 
-# %% ../nbs/02_sim.ipynb #1b52435d
+# %% ../nbs/02_sim.ipynb #69bf01ce
 @njit(cache=True)
 def vnoise_arr_nb(key, ms, period):
     "Vectorised `vnoise_nb`"
@@ -797,7 +797,7 @@ def liquidations(self:Market, symbol:str, start_ms:int, end_ms:int)->dict: # arr
     o = np.argsort(T, kind="stable"); sel = o[(T[o] >= a) & (T[o] <= b)]
     return dict(T=T[sel], side=np.where(sell, "SELL", "BUY")[sel], q=q[sel], p=p[sel], ap=ap[sel])
 
-# %% ../nbs/02_sim.ipynb #36acbad9
+# %% ../nbs/02_sim.ipynb #7e674ff7
 def barrier_proba(mu,         # drift of the log price per minute
                   var,        # variance per minute
                   H,          # horizon, minutes
@@ -817,7 +817,7 @@ def barrier_proba(mu,         # drift of the log price per minute
     dn = 1 - p_inf - np.exp(-mu * d / var) * base.sum(0)
     return up / np.maximum(up + dn, 1e-300)
 
-# %% ../nbs/02_sim.ipynb #ae20f931
+# %% ../nbs/02_sim.ipynb #ec8b2399
 @njit(cache=True)
 def triple_barrier_nb(high, low, close, idx, H, up, down):
     "Binary triple-barrier labels from bar i = idx[k] on (entry = close[i-1]): 1 up first, 0 down first, -1 neither within H bars, -2 both in one bar"
@@ -832,7 +832,7 @@ def triple_barrier_nb(high, low, close, idx, H, up, down):
             if b: out[k] = 0; break
     return out
 
-# %% ../nbs/02_sim.ipynb #d9c5608e
+# %% ../nbs/02_sim.ipynb #de760375
 @patch
 def oracle_proba(self:Market, symbol:str, decision_ms, # decision times (ms, bar closes)
                  horizon="4h", up:float=0.02, down:float=0.01)->np.ndarray:
@@ -876,7 +876,7 @@ def oracle_report(self:Market, symbol:str, horizon="4h", up:float=0.02, down:flo
     return dict(auc=auc, precision=float(y[sel].mean()) if sel.any() else float("nan"),
                 n_pred=int(sel.sum()), n=int(ok.sum()), base_rate=float(y.mean()), coverage=float(ok.mean()))
 
-# %% ../nbs/02_sim.ipynb #7e637df4
+# %% ../nbs/02_sim.ipynb #384a116b
 BOOK_LEVELS = 100
 
 @njit(cache=True)
@@ -947,7 +947,7 @@ def book_ticker(self:Market, symbol:str, t_ms:int|None=None)->dict:
     (b, bq), (a, aq) = d["bids"][0], d["asks"][0]
     return dict(u=d["lastUpdateId"], bid=b, bidQty=bq, ask=a, askQty=aq, T=d["T"])
 
-# %% ../nbs/02_sim.ipynb #cd76d9a0
+# %% ../nbs/02_sim.ipynb #11930b8c
 def bench_generate(months:int=7, symbols=("BTCUSDT", "ETHUSDT"), seed:int=7, start="2024-01-01",
                   )->float: # seconds
     "Seconds to generate `months` of trade-level 1m klines for `symbols` (after JIT warm-up)"
@@ -957,7 +957,7 @@ def bench_generate(months:int=7, symbols=("BTCUSDT", "ETHUSDT"), seed:int=7, sta
     Market(symbols, seed, start, months).generate()
     return time.perf_counter() - t
 
-# %% ../nbs/02_sim.ipynb #b75d1d95
+# %% ../nbs/02_sim.ipynb #7cc2b3a3
 def direction_features(m:Market, symbol:str, t:np.ndarray # decision times (ms), bar closes
                       )->np.ndarray: # [n, 9] features, each from data closed at t
     "Lagged returns (5m..4h, and the 4h before), taker-flow imbalance (1h, 4h), last funding and its running estimate"
@@ -994,7 +994,7 @@ def direction_auc(m:Market, symbol:str, horizon="4h", step="5m", folds:int=5)->f
         aucs.append(roc_auc_score(y[te], clf.predict_proba(X[te])[:, 1]))
     return float(np.mean(aucs))     # per fold: pooling folds would rank by each fold's intercept, biasing a null AUC below 0.5
 
-# %% ../nbs/02_sim.ipynb #c09a8e12
+# %% ../nbs/02_sim.ipynb #1f495333
 import argparse, asyncio, contextlib, datetime as _dt, hashlib, io, json, logging, math, os, random, re
 import signal, socket, subprocess, sys, threading, time, zipfile
 from pathlib import Path
@@ -1002,7 +1002,7 @@ import numpy as np
 from aiohttp import web, WSMsgType
 import aiohttp
 
-# %% ../nbs/02_sim.ipynb #84c10973
+# %% ../nbs/02_sim.ipynb #e1d151f7
 _log = logging.getLogger("futbot.sim")
 
 class BinanceError(Exception):
@@ -1029,7 +1029,7 @@ ERR_429 = "Too many requests; current limit is {} requests per minute. Please us
 ERR_418 = "Way too many requests; IP banned until {}. Please use the websocket for live updates to avoid bans."
 ERR_5XX = "Internal error; unable to process your request. Please try again."
 
-# %% ../nbs/02_sim.ipynb #7564e0bd
+# %% ../nbs/02_sim.ipynb #8966be98
 _INT_RE = re.compile(r"^[0-9]{1,20}$")
 
 class Params:
@@ -1057,7 +1057,7 @@ class Params:
         unread = [k for k in self.keys if k not in self.allowed]
         if unread: raise BinanceError(-1104, ERR_UNREAD.format(len(self.keys) - len(unread), len(self.keys)))
 
-# %% ../nbs/02_sim.ipynb #42552b0e
+# %% ../nbs/02_sim.ipynb #453f23c1
 class RateLimiter:
     "Per-IP request weight in fixed wall-clock windows, with Binance's 429-then-418 escalation"
     def __init__(self, limit:int=2400,       # weight budget per window and IP
@@ -1091,7 +1091,7 @@ class RateLimiter:
         self.used[ip] = (w, used + weight)
         return 200, used + weight, 0
 
-# %% ../nbs/02_sim.ipynb #a457edeb
+# %% ../nbs/02_sim.ipynb #859c5382
 class Faults:
     "Fault-injection switches read by the server on every request and WebSocket message"
     DEFAULTS = dict(http_5xx=0, http_5xx_rate=0.0, http_5xx_status=503, http_429=0, http_429_rate=0.0,
@@ -1137,7 +1137,7 @@ class Faults:
             if getattr(self, name) > 0: setattr(self, name, getattr(self, name) - 1); return True
             return False
 
-# %% ../nbs/02_sim.ipynb #daaf5160
+# %% ../nbs/02_sim.ipynb #8163f657
 def _spec(sym): return SYMBOLS[sym]
 def _pdec(sym): return int(SYMBOLS[sym]["price_dec"])
 def _qdec(sym): return int(SYMBOLS[sym]["qty_dec"])
@@ -1220,7 +1220,7 @@ def _fmt_levels(sym, lv)->list:
     pr, qt = zip(*lv)
     return [[a, b] for a, b in zip(fmt_ticks(np.asarray(pr, np.int64), _pdec(sym)), fmt_ticks(np.asarray(qt, np.int64), _qdec(sym)))]
 
-# %% ../nbs/02_sim.ipynb #383dd524
+# %% ../nbs/02_sim.ipynb #e8d7fc6b
 _DATA_PERIODS = ("5m", "15m", "30m", "1h", "2h", "4h", "6h", "12h", "1d")
 _DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 _DAY = 86_400_000
@@ -1420,7 +1420,7 @@ _REST_ROUTES = {
     "/api/v3/ping": ("ping", 1, None), "/api/v3/time": ("time", 1, None),
 }
 
-# %% ../nbs/02_sim.ipynb #a785f4d1
+# %% ../nbs/02_sim.ipynb #c2ca21ba
 class _Feed:
     "A producer for one stream name, shared by every connection subscribed to it"
     period = 0.25
@@ -1675,7 +1675,7 @@ async def _ws_handler(request):
         await asyncio.gather(conn.writer, return_exceptions=True)
     return ws
 
-# %% ../nbs/02_sim.ipynb #e5828b3e
+# %% ../nbs/02_sim.ipynb #ae38fada
 class _AppState:
     def __init__(self, market, symbols, faults, limiter, hub):
         self.market, self.symbols, self.faults, self.limiter, self.hub = market, symbols, faults, limiter, hub
@@ -1757,7 +1757,7 @@ def make_app(market,                        # a `Market`
     app.on_startup.append(_on_startup); app.on_shutdown.append(_on_shutdown)
     return app
 
-# %% ../nbs/02_sim.ipynb #4c3422fa
+# %% ../nbs/02_sim.ipynb #9d6a2976
 _APP_KW = ("faults", "weight_limit", "window_s", "ban_after", "ban_s", "ping_s", "symbols")
 
 async def serve_sim(host:str, port:int, market, stop:asyncio.Event|None=None, on_ready=None, **app_kw):
@@ -1812,7 +1812,7 @@ class SimServer:
     def __enter__(self): return self.start()
     def __exit__(self, *a): self.stop()
 
-# %% ../nbs/02_sim.ipynb #63b0b228
+# %% ../nbs/02_sim.ipynb #a4da1ce1
 VISION_DATASETS = ("klines", "markPriceKlines", "indexPriceKlines", "premiumIndexKlines", "aggTrades", "bookTicker",
                    "bookDepth", "metrics", "fundingRate")
 _HEADERS = {
@@ -1842,7 +1842,7 @@ def vision_periods(start_ms:int, end_ms:int)->list:
             out.append(("daily", d.strftime("%Y-%m-%d"), _ms(d), _ms(d) + _DAY)); d += _dt.timedelta(days=1)
     return out
 
-# %% ../nbs/02_sim.ipynb #4895b105
+# %% ../nbs/02_sim.ipynb #a310b516
 def _write_zip(path:Path, name:str, header:str|None, lines:list):
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
@@ -1927,10 +1927,13 @@ def write_vision(market,                    # a `Market`
     t0 = market.start_ms if start is None else parse_time(start)
     t1 = min(market.now_ms(), market.t0_ms if end is None else parse_time(end))
     root, written = Path(out_dir) / "data" / "futures" / "um", []
-    for kind, label, a, b in vision_periods(t0, t1):
-        for sym in symbols:
-            for ds in datasets:
-                if (ds == "fundingRate" and kind == "daily") or (ds in ("bookDepth", "metrics") and kind == "monthly"): continue
+    periods = vision_periods(t0, t1)
+    days = [("daily", _utc(d).strftime("%Y-%m-%d"), d, d + _DAY) for _, _, a, b in periods for d in range(a, b, _DAY)]
+    def jobs(ds):   # bookDepth and metrics: Binance publishes a file per day, for every day; fundingRate: per month only
+        return days if ds in ("bookDepth", "metrics") else [p for p in periods if p[0] == "monthly"] if ds == "fundingRate" else periods
+    for sym in symbols:
+        for ds in datasets:
+            for kind, label, a, b in jobs(ds):
                 hdr = _HEADERS.get("klines" if ds in _PK_KIND else ds) if header else None
                 if ds == "klines" or ds in _PK_KIND:
                     for iv in intervals:
@@ -1948,7 +1951,7 @@ def write_vision(market,                    # a `Market`
                 written.append(_write_zip(root / kind / ds / sym / f"{name}.zip", name, hdr, lines))
     return written
 
-# %% ../nbs/02_sim.ipynb #eecbe5ea
+# %% ../nbs/02_sim.ipynb #aa19be04
 def add_sim_args(p:argparse.ArgumentParser)->argparse.ArgumentParser:
     "Add the `futbot sim` arguments to an argparse parser"
     p.add_argument("mode", nargs="?", default="serve", choices=["serve", "vision"], help="serve the exchange (default) or write bulk archives")
@@ -2037,7 +2040,7 @@ def main():
     "Console entry: `python -c 'from futbot.sim import main; main()' --port 0`"
     sys.exit(run_sim(sys.argv[1:]))
 
-# %% ../nbs/02_sim.ipynb #64875c99
+# %% ../nbs/02_sim.ipynb #6edf1d2d
 def _spawn_sim(extra=())->tuple:
     "Start `futbot.sim` in a subprocess on a free port: (process, url)"
     cmd = [sys.executable, "-c", "from futbot.sim import main; main()", "--port", "0", *extra]

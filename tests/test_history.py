@@ -236,3 +236,19 @@ def test_418_ban_stops_the_run_with_a_clear_message(tmp_path):
         lines = [l for l in r.stderr.splitlines() if l.strip()]
         assert r.returncode == 2 and len(lines) == 1 and "banned" in lines[0] and "418" in lines[0], r.stderr
         assert not list((tmp_path / "raw").rglob("*.parquet"))
+
+def test_metrics_archives_equal_rest_open_interest(sim_url, tmp_path):
+    "Open-interest history beyond the REST window comes from daily `metrics` archives, equal to REST where both exist"
+    vis = tmp_path / "vision"
+    r = subprocess.run([FUTBOT, "sim", "vision", "--out", str(vis), "--months", "2", "--start", "2024-01-01", "--symbols", "BTCUSDT",
+                        "--end", "2024-02-06", "--datasets", "metrics"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert len(list(vis.rglob("daily/metrics/BTCUSDT/*.zip"))) == 36     # a file per day, months included
+    dl(sim_url, tmp_path / "imported", "--source", "vision", "--from", str(vis))
+    dl(sim_url, tmp_path / "rest", "--months", "2", "--datasets", "open_interest")
+    a, b = Store(tmp_path / "imported").load("BTCUSDT", "open_interest"), Store(tmp_path / "rest").load("BTCUSDT", "open_interest")
+    assert a["timestamp"].iloc[0] == pd.Timestamp("2024-01-01", tz="UTC") and b["timestamp"].iloc[0] > pd.Timestamp("2024-01-29", tz="UTC")
+    both = a.merge(b, on="timestamp", suffixes=("_v", "_r"))
+    assert len(both) > 1000
+    np.testing.assert_array_equal(both["sum_open_interest_v"], both["sum_open_interest_r"])
+    np.testing.assert_array_equal(both["sum_open_interest_value_v"], both["sum_open_interest_value_r"])
