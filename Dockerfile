@@ -18,10 +18,12 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY configs/ configs/
-RUN mkdir -p data artifacts logs && chown -R futbot:futbot /app
+RUN mkdir -p data artifacts logs cache/numba && chown -R futbot:futbot /app
 USER futbot
+# numba kernels compile once into a writable cache owned by the service user
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 FUTBOT_CONFIG_DIR=/app/configs \
-    FUTBOT_DATA_DIR=/app/data FUTBOT_ARTIFACTS_DIR=/app/artifacts FUTBOT_LOG_DIR=/app/logs
+    FUTBOT_DATA_DIR=/app/data FUTBOT_ARTIFACTS_DIR=/app/artifacts FUTBOT_LOG_DIR=/app/logs \
+    NUMBA_CACHE_DIR=/app/cache/numba
 EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD python -c "import sys,urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=4).status == 200 else 1)"
