@@ -14,7 +14,9 @@ DAY = 86_400_000
 
 def sim_frames(days:int=3, symbol:str="BTCUSDT")->tuple:
     "Real sim-formatted combined-stream frames: aggTrades and closed 1m/5m klines in exchange order; (frames, n aggTrades)"
-    from futbot.sim import Market, agg_rows, _ws_kline
+    from futbot.sim import Market
+    from futbot.vision import agg_rows
+    from futbot.exchange import ws_kline
     m = Market(symbols=[symbol], months=1, seed=7)
     m.clock = lambda: m.t0_ms                     # a fixed 'now' at the end of the history
     t1 = m.start_ms + 25 * DAY; t0 = t1 - days * DAY
@@ -33,7 +35,7 @@ def sim_frames(days:int=3, symbol:str="BTCUSDT")->tuple:
         k = m.klines(symbol, iv, t0, t1 - 1, 1500 if iv == "5m" else 1000)
         while True:
             for i in range(len(k["open_time"])):
-                ct = int(k["close_time"][i]); d = _ws_kline(symbol, k, i, iv, ct + 1)
+                ct = int(k["close_time"][i]); d = ws_kline(symbol, k, i, iv, ct + 1)
                 events.append((ct + 1, 1, '{"stream":"%s@kline_%s","data":%s}' % (symbol.lower(), iv, json.dumps(d, separators=(",", ":")))))
             last = int(k["open_time"][-1])
             if len(k["open_time"]) < 1000 or last >= t1 - 60_000: break

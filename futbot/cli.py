@@ -5,52 +5,16 @@
 # %% ../nbs/15_cli.ipynb #dbfd06d9
 from __future__ import annotations
 import argparse, importlib, os, re, sys, time, traceback
-from datetime import datetime, timezone
 from pathlib import Path
-from .config import ConfigError, UsageError, load_config, setup_logging, log_event, INTERVALS
+from .config import (ConfigError, UsageError, load_config, setup_logging, log_event,
+                           iso_date, symbol, exchange, positive_int, port, OneLineParser)
 import futbot
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'HANDLERS', 'DEMO_STAGES', 'iso_date', 'symbol', 'exchange', 'positive_int', 'port', 'OneLineParser',
-           'add_data_args', 'add_market_args', 'add_common', 'add_service_args', 'build_parser', 'main', 'run_demo']
-
-# %% ../nbs/15_cli.ipynb #8403927a
-def iso_date(s:str)->datetime:
-    "A UTC datetime from an ISO date or date-time (`2024-01-01`, `2024-01-01T12:00`)"
-    try: d = datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError: raise argparse.ArgumentTypeError(f"not an ISO date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM): {s!r}") from None
-    return d.replace(tzinfo=timezone.utc) if d.tzinfo is None else d.astimezone(timezone.utc)
-
-def symbol(s:str)->str:
-    "An upper-case Binance symbol such as BTCUSDT"
-    if not re.fullmatch(r"[A-Za-z0-9]{5,20}", s): raise argparse.ArgumentTypeError(f"not a symbol (e.g. BTCUSDT): {s!r}")
-    return s.upper()
-
-def exchange(s:str)->str:
-    "`binance`, `testnet` or an http(s) base URL"
-    if s in ("binance", "testnet") or re.fullmatch(r"https?://[^\s/]+(:\d+)?/?", s): return s.rstrip("/")
-    raise argparse.ArgumentTypeError(f"use binance, testnet or a base URL such as http://127.0.0.1:8900, not {s!r}")
-
-def positive_int(s:str)->int:
-    "A whole number > 0"
-    try: v = int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"not a whole number: {s!r}") from None
-    if v <= 0: raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
-    return v
-
-def port(s:str)->int:
-    "A TCP port (0 picks a free one)"
-    try: v = int(s)
-    except ValueError: raise argparse.ArgumentTypeError(f"not a port number: {s!r}") from None
-    if not 0 <= v <= 65535: raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {v}")
-    return v
+__all__ = ['SUBCOMMANDS', 'HANDLERS', 'DEMO_STAGES', 'add_data_args', 'add_market_args', 'add_common', 'add_service_args',
+           'build_parser', 'NotBuilt', 'missing_package_line', 'main', 'run_demo']
 
 # %% ../nbs/15_cli.ipynb #9a704444
-class OneLineParser(argparse.ArgumentParser):
-    "argparse with one-line errors and exit code 2"
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
 def add_data_args(p):
     "--data-dir and --artifacts-dir"
     p.add_argument("--data-dir", default=os.environ.get("FUTBOT_DATA_DIR", "data"), type=Path, help="raw and processed data (default: data)")
@@ -77,7 +41,7 @@ def add_service_args(p, port_default:int):
 
 # %% ../nbs/15_cli.ipynb #d8868ba7
 def _sim_args(p):
-    try: importlib.import_module("futbot.sim").add_sim_args(p)
+    try: importlib.import_module("futbot.exchange").add_sim_args(p)
     except ImportError: add_service_args(p, 8900); add_common(p)
 
 def _download_args(p):
@@ -88,7 +52,11 @@ def _download_args(p):
     p.add_argument("--from", dest="from_dir", type=Path, help="folder of archives for --source vision")
     importlib.import_module("futbot.history").add_download_args(p)
 
-def _features_args(p): add_market_args(p); add_data_args(p); add_common(p)
+def _features_args(p):
+    add_market_args(p)
+    add_data_args(p)
+    add_common(p)
+    p.add_argument("--force", action="store_true", help="rebuild the cached table even when inputs, settings and code are unchanged")
 def _train_args(p):
     add_market_args(p); add_data_args(p); add_common(p)
     p.add_argument("--models", help="comma-separated candidates (lgbm,xgb,rf,lstm,cnn,transformer)")
@@ -114,6 +82,7 @@ def _verify_args(p):
 def _demo_args(p):
     add_data_args(p); add_common(p)
     p.add_argument("--port", type=port, default=0, help="port of the demo's local exchange (default: a free one)")
+    p.add_argument("--verbose", action="store_true", help="also print the JSON log lines on stderr (default: logs/futbot.log only)")
 
 SUBCOMMANDS = {
     "sim":           ("run the Binance-compatible local exchange (or write bulk archives: sim vision)", _sim_args),
@@ -128,7 +97,8 @@ SUBCOMMANDS = {
     "verify-signal": ("verify the HMAC signature of signals", _verify_args),
     "demo":          ("run every built stage end to end against the local exchange", _demo_args),
 }
-HANDLERS = {"sim": "futbot.sim:run_sim", "download": "futbot.history:run_download", "demo": "futbot.cli:run_demo"}
+HANDLERS = {"sim": "futbot.exchange:run_sim", "download": "futbot.history:run_download",
+            "features": "futbot.dataset:run_features", "demo": "futbot.cli:run_demo"}
 
 def build_parser(only:str|None=None)->OneLineParser:
     "The `futbot` argument parser; with `only`, just that subcommand gets its arguments (fast start-up)"
@@ -141,17 +111,40 @@ def build_parser(only:str|None=None)->OneLineParser:
     return p
 
 # %% ../nbs/15_cli.ipynb #7c1f1ae8
+class NotBuilt(Exception):
+    "The subcommand's futbot module or function does not exist in this version"
+
+def missing_package_line(e:ImportError, # the error raised while importing a futbot module
+                         module:str,    # the futbot module being imported
+                        )->str:         # one line naming the package and the command that installs it
+    "What to say when a futbot module cannot import one of its dependencies"
+    pkg = (e.name or str(e)).split(".")[0]
+    return (f"{module} needs the package {pkg!r}, which is not installed ({e}); "
+            f"install futbot's pinned dependencies with `make venv` (extras dev,deep,xgb)")
+
 def _handler(command:str):
+    "The handler function of a subcommand; NotBuilt if its futbot module or function is missing"
     spec = HANDLERS.get(command)
-    if spec is None: return None
+    if spec is None: raise NotBuilt(command)
     mod, fn = spec.split(":")
-    try: return getattr(importlib.import_module(mod), fn)
-    except (ImportError, AttributeError): return None
+    try: m = importlib.import_module(mod)
+    except ModuleNotFoundError as e:
+        if e.name == mod: raise NotBuilt(command) from None
+        raise UsageError(missing_package_line(e, mod)) from None
+    except ImportError as e: raise UsageError(missing_package_line(e, mod)) from None
+    if not hasattr(m, fn): raise NotBuilt(command)
+    return getattr(m, fn)
+
+def _log_file()->str: return str(Path(os.environ.get("FUTBOT_LOG_DIR", "logs")) / "futbot.log")
 
 def main(argv:list|None=None)->int:
     "Entry point of the `futbot` console script"
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(next((a for a in argv if a in SUBCOMMANDS), ""))
+    command = next((a for a in argv if a in SUBCOMMANDS), "")
+    try: parser = build_parser(command)              # a subcommand's flags may come from its module
+    except ImportError as e:
+        module = HANDLERS.get(command, "futbot:").split(":")[0]
+        print(f"futbot {command}: error: {missing_package_line(e, module)}".replace("  ", " "), file=sys.stderr); return 2
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(); return 2
@@ -159,18 +152,17 @@ def main(argv:list|None=None)->int:
     try:
         if hasattr(args, "config"): args.cfg = load_config(args.config)
         handler = _handler(args.command)
-        if handler is None:
-            print(f"{prog}: not built yet: this stage has no implementation in this version of futbot", file=sys.stderr)
-            return 2
-        setup_logging()
+        setup_logging(stderr=getattr(args, "verbose", True) is not False)   # a --verbose flag means: quiet by default
         return int(handler(args) or 0)
+    except NotBuilt:
+        print(f"{prog}: not built yet: this stage has no implementation in this version of futbot", file=sys.stderr); return 2
     except (ConfigError, UsageError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr); return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr); return 130
     except Exception as e:
         log_event("futbot.cli", "unexpected_error", level=40, command=args.command, error=repr(e), traceback=traceback.format_exc())
-        print(f"{prog}: error: {type(e).__name__}: {e} (details in logs/futbot.log)", file=sys.stderr); return 1
+        print(f"{prog}: error: {type(e).__name__}: {e} (details in {_log_file()})", file=sys.stderr); return 1
 
 # %% ../nbs/15_cli.ipynb #8c4d0045
 def _stage_config(ctx):
@@ -179,8 +171,8 @@ def _stage_config(ctx):
             f"horizon {cfg['labels.horizon']}, min confidence {cfg['signals.min_confidence']}")
 
 def _stage_sim(ctx):
-    sim = importlib.import_module("futbot.sim")
-    return sim.demo_stage(ctx)
+    exchange = importlib.import_module("futbot.exchange")
+    return exchange.demo_stage(ctx)
 
 def _stage_download(ctx):
     h = importlib.import_module("futbot.history")
@@ -211,23 +203,21 @@ def _stage_streams(ctx, seconds:float=15.0):
             f"book resyncs {st.get('resyncs', 0)}, malformed {st.get('malformed', 0)}, pending tasks {st.get('pending_tasks', 0)}")
 
 def _stage_features(ctx):
-    h, F, L = (importlib.import_module(f"futbot.{m}") for m in ("history", "features", "labels"))
-    cfg, parts = ctx["cfg"], []
-    for sym in cfg["data.symbols"]:
-        bars = {iv: h.load_bars(sym, iv, data_dir=ctx["data_dir"]) for iv in cfg["data.timeframes"]}
-        f = F.build_features(bars, h.load_extras(sym, data_dir=ctx["data_dir"]), config=cfg)
-        lab = L.make_labels(bars, kind=None, horizon=None, up=None, down=None, config=cfg).reindex(f.index)
-        y = lab.iloc[:, 0]
-        parts.append(f"{sym} {f.shape[0]:,} x {f.shape[1]} features, {int(y.notna().sum()):,} labels ({y.mean():.0%} up-first)")
-        del f, lab, bars           # later stages read what they need from data/: keep the demo's peak memory low
-    return "; ".join(parts)
+    D = importlib.import_module("futbot.dataset")
+    parts = []
+    for sym in ctx["cfg"]["data.symbols"]:       # one symbol at a time: the demo's peak memory stays low
+        b = D.build_dataset(sym, data_dir=ctx["data_dir"], config=ctx["cfg"])
+        m = b.manifest
+        shares = ", ".join(f"{k} {v:.0%}" for k, v in m["label_balance"].items())
+        parts.append(f"{sym} {m['rows']:,} x {m['columns']} features, {m['label_kind']} labels ({shares})")
+    return "; ".join(parts) + f" -> {Path(ctx['data_dir']) / 'features'}"
 
 DEMO_STAGES = [
     ("config",   "load and validate configs/*.yaml",                    _stage_config),
     ("sim",      "start the local exchange and read it over REST",       _stage_sim),
     ("download", "download 7 months of history into data/raw",          _stage_download),
     ("streams",  "live bars from websockets",                           _stage_streams),
-    ("features", "features and labels",                                 _stage_features),
+    ("features", "features and labels, cached in data/features",     _stage_features),
     ("train",    "train, tune, calibrate, select",                      None),
     ("backtest", "vectorbt backtest with fees, slippage, funding",      None),
     ("serve",    "signed live signals",                                 None),
@@ -248,5 +238,6 @@ def run_demo(args)->int:
             print(f"[ -- ] {name:9s} not built yet: {what}", flush=True); continue
         print(f"[ ok ] {name:9s} {summary} ({time.time() - t:.1f} s)", flush=True); done.append(name)
     print(f"demo: {len(done)} of {len(DEMO_STAGES)} stages ran in {time.time() - t0:.1f} s; "
-          f"not built yet: {', '.join(n for n, _, f in DEMO_STAGES if n not in done) or 'none'}", flush=True)
+          f"not built yet: {', '.join(n for n, _, f in DEMO_STAGES if n not in done) or 'none'}; "
+          f"log: {_log_file()}", flush=True)
     return 0

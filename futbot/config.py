@@ -4,41 +4,53 @@
 
 # %% ../nbs/00_config.ipynb #9ab4d969
 from __future__ import annotations
-import os, re, json, sys, logging, logging.handlers, difflib
+import os, re, json, sys, time, logging, logging.handlers, difflib
 from pathlib import Path
 from datetime import datetime, timezone
+import argparse
 import yaml
+from .intervals import INTERVALS, to_seconds
 
 # %% auto #0
-__all__ = ['INTERVALS', 'SCHEMA', 'CONFIG_FILES', 'ENV_VARS', 'to_seconds', 'interval_ms', 'ConfigError', 'UsageError',
-           'read_yaml', 'config_dir', 'env_key', 'Section', 'Config', 'load_config', 'JsonFormatter', 'TextFormatter',
-           'log_event', 'setup_logging']
-
-# %% ../nbs/00_config.ipynb #b3fb44fa
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-def to_seconds(d:str|int|float)->float:
-    "Seconds in a duration such as `'4h'`, `'30s'`, `'7d'` (numbers are seconds)"
-    if isinstance(d, bool): raise ValueError(f"not a duration: {d!r}")
-    if isinstance(d, (int, float)): return float(d)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", str(d))
-    if not m: raise ValueError(f"not a duration (use e.g. 30s, 5m, 4h, 7d): {d!r}")
-    return float(m[1]) * _UNITS[m[2]]
+__all__ = ['SCHEMA', 'CONFIG_FILES', 'SCHEMA_WHY', 'ENV_VARS', 'pandas_ta_problem', 'ConfigError', 'UsageError', 'read_yaml',
+           'config_dir', 'env_key', 'Section', 'Config', 'load_config', 'iso_date', 'symbol', 'exchange',
+           'interval_list', 'positive_int', 'port', 'OneLineParser', 'JsonFormatter', 'TextFormatter', 'log_event',
+           'setup_logging', 'is_terminal', 'LogProgress', 'progress_bar']
 
 # %% ../nbs/00_config.ipynb #c1dfac13
-INTERVALS = ["1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "3d", "1w", "1M"]
-
-def interval_ms(interval:str)->int:
-    "Milliseconds in a fixed-length interval such as `'5m'`, `'4h'`, `'1d'` (calendar months have none)"
-    m = re.fullmatch(r"(\d+)([smhdw])", str(interval))
-    if not m: raise ValueError(f"not a fixed-length interval: {interval!r} (use e.g. 1m, 5m, 1h, 4h, 1d)")
-    return int(m[1]) * _UNITS[m[2]] * 1000
-
 def _dur(v): 
     try: return to_seconds(v) > 0
     except ValueError: return False
 
 def _frac(lo=0.0, hi=1.0, lo_open=True): return lambda v: (lo < v if lo_open else lo <= v) and v <= hi
+
+_PTA_KEYS = {"kind", "params", "col_names", "col_numbers", "prefix", "suffix", "fillna",
+             "open", "high", "low", "close", "volume"}   # Strategy keys and column choices besides an indicator's own
+
+def _near(x:str, options)->str:
+    "` (did you mean y?)` for the closest of `options`, or nothing"
+    close = difflib.get_close_matches(x, sorted(options), n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
+
+def pandas_ta_problem(entries:list, # `features.pandas_ta`: Strategy entries such as `{kind: kama, length: 10}`
+                     )->str|None:   # what is wrong with the first bad entry (`[i] ...`); None when nothing is
+    "Why `entries` are not pandas-ta Strategy entries that the installed pandas-ta knows"
+    if not entries: return None
+    try: import inspect, pandas_ta   # imported only when indicators are configured (~0.1 s)
+    except ImportError: return " needs pandas-ta (pip install pandas-ta-openbb)"
+    kinds = {k for ks in pandas_ta.Category.values() for k in ks}
+    for i, e in enumerate(entries):
+        k = e.get("kind") if isinstance(e, dict) else None
+        if not isinstance(k, str): return f"[{i}] {e!r} is not a mapping with a kind, like {{kind: kama, length: 10}}"
+        if k not in kinds: return f"[{i}] kind {k!r} is not a pandas-ta indicator" + _near(k, kinds)
+        sigs = (inspect.signature(getattr(pandas_ta, k)), inspect.signature(getattr(pandas_ta.AnalysisIndicators, k)))
+        keys = _PTA_KEYS | {p for s in sigs for p in s.parameters} - {"self", "kwargs"}
+        bad = [p for p in e if p not in keys]
+        if bad: return f"[{i}] {k}: unknown parameter {bad[0]!r}" + _near(str(bad[0]), keys)
+        off = e.get("offset")
+        if off is not None and (isinstance(off, bool) or not isinstance(off, int) or off < 0):
+            return f"[{i}] {k}: offset must be a whole number >= 0 (a negative one reads later bars), got {off!r}"
+    return None
 
 _num, _int, _str, _list = (int, float), int, str, list
 SCHEMA = {
@@ -74,6 +86,9 @@ SCHEMA = {
   "selection.min_sharpe":       ("model", _num, lambda v: v > -10, "a Sharpe ratio"),
   "selection.max_drawdown":     ("model", _num, _frac(0, 1), "a fraction in (0, 1]"),
   "selection.max_calibration_error": ("model", _num, _frac(0, 1), "a fraction in (0, 1]"),
+  # model.yaml: extra indicators (validated here; the time rule is checked where they run, in futbot.features)
+  "features.pandas_ta":         ("model", _list, lambda v: pandas_ta_problem(v) is None,
+                                 "a list of pandas-ta Strategy entries such as {kind: kama, length: 10}"),
 }
 CONFIG_FILES = {"model": "model.yaml", "trading": "trading.yaml"}
 
@@ -89,9 +104,14 @@ def _type_ok(v, typ):
     if typ is int: return isinstance(v, int)
     return isinstance(v, typ)
 
+SCHEMA_WHY = {"features.pandas_ta": pandas_ta_problem}   # keys whose check can say which part is wrong
+
 def _check(key, v, source):
     "Raise `ConfigError` unless `v` is a valid value for `key`"
     _, typ, ok, what = SCHEMA[key]
+    if _type_ok(v, typ) and key in SCHEMA_WHY:
+        why = SCHEMA_WHY[key](v)
+        if why: raise ConfigError(f"{source}: {key}{why}")
     if not _type_ok(v, typ) or not ok(v):
         raise ConfigError(f"{source}: {key} must be {what}, got {v!r}")
 
@@ -215,6 +235,50 @@ def load_config(path:str|Path|None=None,  # an extra YAML file laid over the def
         raise ConfigError(f"{sources['data.base_timeframe']}: data.base_timeframe {values['data.base_timeframe']!r} must be one of data.timeframes")
     return Config(values, sources)
 
+# %% ../nbs/00_config.ipynb #4557630d
+def iso_date(s:str # an ISO date or date-time: `2024-01-01`, `2024-01-01T12:00`, `...Z`
+            )->datetime: # tz-aware UTC
+    "A UTC datetime from an ISO date or date-time (argparse type)"
+    try: d = datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError: raise argparse.ArgumentTypeError(f"not an ISO date (use YYYY-MM-DD or YYYY-MM-DDTHH:MM): {s!r}") from None
+    return d.replace(tzinfo=timezone.utc) if d.tzinfo is None else d.astimezone(timezone.utc)
+
+def symbol(s:str)->str:
+    "An upper-case Binance symbol such as BTCUSDT (argparse type)"
+    if not re.fullmatch(r"[A-Za-z0-9]{5,20}", s): raise argparse.ArgumentTypeError(f"not a symbol (e.g. BTCUSDT): {s!r}")
+    return s.upper()
+
+def exchange(s:str)->str:
+    "`binance`, `testnet` or an http(s) base URL (argparse type)"
+    if s in ("binance", "testnet") or re.fullmatch(r"https?://[^\s/]+(:\d+)?/?", s): return s.rstrip("/")
+    raise argparse.ArgumentTypeError(f"use binance, testnet or a base URL such as http://127.0.0.1:8900, not {s!r}")
+
+def interval_list(s:str)->list:
+    "Comma-separated Binance intervals such as `1m,5m,1h` (argparse type)"
+    ivs = [x.strip() for x in s.split(",") if x.strip()]
+    bad = [x for x in ivs if x not in INTERVALS]
+    if not ivs or bad: raise argparse.ArgumentTypeError(f"unknown interval {','.join(bad) or repr(s)} (use {', '.join(INTERVALS)})")
+    return ivs
+
+def positive_int(s:str)->int:
+    "A whole number > 0 (argparse type)"
+    try: v = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"not a whole number: {s!r}") from None
+    if v <= 0: raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+def port(s:str)->int:
+    "A TCP port, 0 picks a free one (argparse type)"
+    try: v = int(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"not a port number: {s!r}") from None
+    if not 0 <= v <= 65535: raise argparse.ArgumentTypeError(f"port must be in 0..65535, got {v}")
+    return v
+
+class OneLineParser(argparse.ArgumentParser):
+    "argparse with one-line errors and exit code 2"
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
 # %% ../nbs/00_config.ipynb #8242297b
 class JsonFormatter(logging.Formatter):
     "One JSON object per line: ts, level, logger, event, fields"
@@ -240,6 +304,7 @@ def log_event(logger:logging.Logger|str, event:str, level:int=logging.INFO, **fi
 def setup_logging(level:str|None=None,    # log level (default `FUTBOT_LOG_LEVEL` or INFO)
                   log_dir:str|Path|None=None, # rotating files go here (default `FUTBOT_LOG_DIR` or logs); "" for none
                   stderr_format:str|None=None, # "json" or "text" (default: text on a terminal)
+                  stderr:bool=True,          # also log to stderr (False: the log file only, e.g. `futbot demo`)
                   max_bytes:int=10_000_000, backups:int=5):
     "Configure the `futbot` and `futbot.audit` loggers; safe to call more than once"
     level = (level or os.environ.get("FUTBOT_LOG_LEVEL") or "INFO").upper()
@@ -250,8 +315,10 @@ def setup_logging(level:str|None=None,    # log level (default `FUTBOT_LOG_LEVEL
     for lg in (root, audit):
         for h in list(lg.handlers): lg.removeHandler(h); h.close()
     root.setLevel(level); audit.setLevel(logging.INFO)
-    h = logging.StreamHandler(sys.stderr); h.setFormatter(TextFormatter() if fmt == "text" else JsonFormatter())
-    root.addHandler(h)
+    if stderr:
+        h = logging.StreamHandler(sys.stderr)
+        h.setFormatter(TextFormatter() if fmt == "text" else JsonFormatter())
+        root.addHandler(h)
     if log_dir:
         d = Path(log_dir)
         try: d.mkdir(parents=True, exist_ok=True)
@@ -260,3 +327,66 @@ def setup_logging(level:str|None=None,    # log level (default `FUTBOT_LOG_LEVEL
             fh = logging.handlers.RotatingFileHandler(d / name, maxBytes=max_bytes, backupCount=backups, encoding="utf-8")
             fh.setFormatter(JsonFormatter()); lg.addHandler(fh)
     return root
+
+# %% ../nbs/00_config.ipynb #aac3c5e1
+def is_terminal(stream=None)->bool:
+    "True when `stream` (default stderr) is an interactive terminal"
+    stream = sys.stderr if stream is None else stream
+    try: return bool(stream.isatty())
+    except (AttributeError, ValueError): return False
+
+class LogProgress:
+    "tqdm's counting calls, reported as a log line at most every `every_s` seconds and at the end"
+    def __init__(self, total:float|None=None,  # the amount of work (None: unknown)
+                 desc:str="",                   # the task's name in each line
+                 unit:str="",                   # what is counted
+                 every_s:float=5.0,             # least seconds between two lines
+                 logger:str="futbot.progress",  # the logger the lines go to
+                 disable:bool=False,            # count silently
+                 clock=time.monotonic):
+        self.total, self.desc, self.unit, self.every_s, self.logger = total, desc, unit, every_s, logger
+        self.disable, self.clock, self.n, self.postfix, self.lines = disable, clock, 0, {}, 0
+        self._last, self._closed = clock(), False
+
+    def _emit(self, now:float, done:bool=False):
+        if self.disable: return
+        pct = round(100 * self.n / self.total, 1) if self.total else None
+        log_event(self.logger, "progress", task=self.desc, done=self.n, total=self.total, pct=pct,
+                  unit=self.unit or None, finished=done, **self.postfix)
+        self.lines += 1
+        self._last = now
+
+    def update(self, n:float=1):
+        "Count `n` more; log when `every_s` has passed since the last line"
+        self.n += n
+        now = self.clock()
+        if now - self._last >= self.every_s: self._emit(now)
+
+    def set_postfix(self, refresh:bool=False, **kw):
+        "Fields added to the following lines (rows, requests, weight ...)"
+        self.postfix.update(kw)
+
+    def refresh(self): pass
+
+    def close(self):
+        "The final line (once)"
+        if not self._closed: self._emit(self.clock(), done=True)
+        self._closed = True
+
+    def __enter__(self): return self
+    def __exit__(self, *a): self.close()
+
+# %% ../nbs/00_config.ipynb #64ac88eb
+def progress_bar(total:float|None=None, # the amount of work
+             desc:str="",           # the task's name
+             unit:str="",           # what is counted
+             disable:bool=False,    # no output at all
+             every_s:float=5.0,     # without a terminal: least seconds between two log lines
+             tty:bool|None=None,    # force the choice (default: is stderr a terminal?)
+             **tqdm_kw):            # passed to tqdm on a terminal (position, bar_format ...)
+    "A tqdm bar on a terminal, a `LogProgress` everywhere else"
+    if tty is None: tty = is_terminal()
+    if tty and not disable:
+        from tqdm.auto import tqdm
+        return tqdm(total=total, desc=desc, unit=unit or "it", **tqdm_kw)
+    return LogProgress(total, desc, unit, every_s=every_s, disable=disable)

@@ -4,34 +4,25 @@
 
 # %% ../nbs/05_features.ipynb #fa9b0ee3
 from __future__ import annotations
-import hashlib, json
+import hashlib, inspect, json, logging, warnings
+from functools import lru_cache
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import joblib
 from numba import njit
 from sklearn.preprocessing import StandardScaler, MinMaxScaler, RobustScaler
-from .config import load_config, to_seconds, interval_ms
+from .config import ConfigError, load_config, log_event, pandas_ta_problem
+from .intervals import SECOND_MS, MINUTE_MS, DAY_MS, INTERVALS, BAR_COLS, interval_ms, index_ms, ms_index, to_ms
 
 # %% auto #0
-__all__ = ['BAR_COLS', 'FEATURE_VERSION', 'TF_SPECS', 'CROSSES', 'synth_bars', 'resample_bars', 'rolling_sum_nb',
-           'rolling_max_nb', 'rolling_min_nb', 'rolling_std_nb', 'ema_nb', 'wilder_nb', 'wma_nb', 'sma', 'ema', 'rsi',
-           'true_range', 'atr', 'macd', 'stoch', 'willr', 'bbands', 'mfi', 'obv_change', 'adx', 'volume_poc_nb',
-           'volume_poc_ref', 'tf_block', 'tf_features', 'asof_rows', 'extras_features', 'build_features',
-           'perturb_after', 'LiveFeatures', 'replay_live', 'SchemaError', 'feature_schema', 'check_schema',
-           'FeatureScaler']
-
-# %% ../nbs/05_features.ipynb #c89735ca
-BAR_COLS = ["open", "high", "low", "close", "volume", "quote_volume", "trades",
-            "taker_buy_volume", "taker_buy_quote_volume"]
-
-def _ms(idx:pd.DatetimeIndex)->np.ndarray:
-    "Epoch milliseconds of a UTC DatetimeIndex, whatever its resolution"
-    a, u = np.asarray(idx.asi8, dtype=np.int64), idx.unit
-    return a * 1000 if u == "s" else a if u == "ms" else a // (1000 if u == "us" else 1_000_000)
-
-def _dt(ms:np.ndarray, name:str)->pd.DatetimeIndex:
-    return pd.DatetimeIndex(pd.to_datetime(np.asarray(ms, dtype=np.int64), unit="ms", utc=True), name=name)
+__all__ = ['FEATURE_VERSION', 'TF_SPECS', 'CROSSES', 'PTA_KEY', 'PTA_PROBE_BARS', 'PTA_SCRAMBLED', 'PTA_LOOKBACKS',
+           'PTA_AGREE_ROWS', 'PTA_RTOL', 'PTA_MARGIN', 'PTA_CHUNK', 'PTA_SEED', 'synth_bars', 'resample_bars',
+           'rolling_sum_nb', 'rolling_max_nb', 'rolling_min_nb', 'rolling_std_nb', 'ema_nb', 'wilder_nb', 'wma_nb',
+           'sma', 'ema', 'rsi', 'true_range', 'atr', 'macd', 'stoch', 'willr', 'bbands', 'mfi', 'obv_change', 'adx',
+           'volume_poc_nb', 'volume_poc_ref', 'tf_block', 'tf_features', 'pta_frames', 'pta_probe', 'pta_block',
+           'asof_rows', 'get_bars', 'feature_timeframes', 'extras_features', 'build_features', 'perturb_after',
+           'LiveFeatures', 'replay_live', 'SchemaError', 'feature_schema', 'check_schema', 'FeatureScaler']
 
 # %% ../nbs/05_features.ipynb #22f05fb0
 def synth_bars(n:int,                    # number of bars
@@ -42,9 +33,9 @@ def synth_bars(n:int,                    # number of bars
                vol:float=0.0008,         # per-minute log-return volatility
               )->pd.DataFrame:           # frame shaped like `load_bars`
     "Seeded geometric random walk with consistent OHLC and kline fields"
-    k = interval_ms(interval) // 60000
+    k = interval_ms(interval) // MINUTE_MS
     m, rng = n * k, np.random.default_rng(seed)
-    t0 = pd.Timestamp(start, tz="UTC").value // 10**6
+    t0 = to_ms(start)
     sig = vol * np.exp(0.3 * np.sin(np.arange(m) / 720.0))          # slow volatility cycle
     r = sig * rng.standard_t(5, m) / np.sqrt(5 / 3)
     close = price * np.exp(np.cumsum(r))
@@ -58,7 +49,7 @@ def synth_bars(n:int,                    # number of bars
     df = pd.DataFrame({"open": open_, "high": high, "low": low, "close": close, "volume": volume,
                        "quote_volume": volume * vwap, "trades": trades, "taker_buy_volume": tb,
                        "taker_buy_quote_volume": tb * vwap},
-                      index=_dt(t0 + 60000 * np.arange(m), "open_time"))
+                      index=ms_index(t0 + MINUTE_MS * np.arange(m), "open_time"))
     return df if k == 1 else resample_bars(df, interval)
 
 # %% ../nbs/05_features.ipynb #932ff24c
@@ -67,8 +58,8 @@ def resample_bars(bars_1m:pd.DataFrame,  # 1m bars shaped like `load_bars`
                  )->pd.DataFrame:        # complete, epoch-aligned bars of `interval`
     "Exact aggregation of 1m bars into `interval`; buckets not fully covered by the 1m range are dropped"
     step = interval_ms(interval)
-    if step == 60000: return bars_1m.copy()
-    ms = _ms(bars_1m.index)
+    if step == MINUTE_MS: return bars_1m.copy()
+    ms = index_ms(bars_1m.index)
     key = ms // step * step
     starts = np.flatnonzero(np.r_[True, key[1:] != key[:-1]])
     ends = np.r_[starts[1:], len(ms)]
@@ -76,8 +67,8 @@ def resample_bars(bars_1m:pd.DataFrame,  # 1m bars shaped like `load_bars`
     out = {"open": a["open"][starts], "high": np.maximum.reduceat(a["high"], starts),
            "low": np.minimum.reduceat(a["low"], starts), "close": a["close"][ends - 1]}
     for c in BAR_COLS[4:]: out[c] = np.add.reduceat(a[c], starts)
-    keep = (key[starts] >= ms[0]) & (key[starts] + step <= ms[-1] + 60000)
-    df = pd.DataFrame({c: out[c][keep] for c in BAR_COLS}, index=_dt(key[starts][keep], "open_time"))
+    keep = (key[starts] >= ms[0]) & (key[starts] + step <= ms[-1] + MINUTE_MS)
+    df = pd.DataFrame({c: out[c][keep] for c in BAR_COLS}, index=ms_index(key[starts][keep], "open_time"))
     df["trades"] = df["trades"].astype(np.int64)
     return df
 
@@ -119,6 +110,7 @@ def rolling_std_nb(x, w, ddof, start=0):
         out[i] = np.sqrt(s / (w - ddof))
     return out
 
+# %% ../nbs/05_features.ipynb #550b1b2e
 @njit(cache=True)
 def ema_nb(x, n, start):
     "EMA with alpha 2/(n+1), seeded at index `start` with the mean of `x[start-n+1:start+1]`"
@@ -193,6 +185,7 @@ def macd(c, fast=12, slow=26, signal=9):
     s = ema_nb(m, signal, slow + signal - 2)
     return m, s, m - s
 
+# %% ../nbs/05_features.ipynb #21652e1f
 def stoch(h, l, c, k=14, smooth=3, d=3, st=0):
     "Slow stochastic %K and %D (SMA smoothing)"
     hh, ll = rolling_max_nb(h, k, st), rolling_min_nb(l, k, st)
@@ -281,8 +274,8 @@ CROSSES = [(5, 20), (10, 50), (50, 200), (5, 10), (10, 20)]
 def _time_cols(ms:np.ndarray)->dict:
     "Calendar and session features of decision times (UTC)"
     d = np.asarray(ms, dtype=np.int64).astype("datetime64[ms]")
-    mins = (ms // 60000) % 1440; hour = mins / 60
-    wd = (ms // 86_400_000 + 3) % 7                                   # 1970-01-01 was a Thursday; Monday = 0
+    mins = (ms // MINUTE_MS) % (DAY_MS // MINUTE_MS); hour = mins / 60
+    wd = (ms // DAY_MS + 3) % 7                                   # 1970-01-01 was a Thursday; Monday = 0
     mon = d.astype("datetime64[M]").astype(np.int64) % 12 + 1
     dom = (d.astype("datetime64[D]") - d.astype("datetime64[M]")).astype(np.int64) + 1
     asia, eu, us = (hour >= 0) & (hour < 9), (hour >= 7) & (hour < 16), (hour >= 13) & (hour < 22)
@@ -339,17 +332,143 @@ def tf_block(bars:pd.DataFrame, # bars of one interval, shaped like `load_bars`
     W = sp["window"]
     f[f"dist_res_{W}"], f[f"dist_sup_{W}"] = c / rolling_max_nb(h, W, st) - 1, c / rolling_min_nb(l, W, st) - 1
     f["adx_14"], f["pdi_14"], f["ndi_14"] = adx(h, l, c, 14)
-    f.update(trades=n, avg_trade_size=_div(v, n), taker_buy_ratio=_div(tb, v), trade_intensity=n / (interval_ms(interval) / 1000))
+    f.update(trades=n, avg_trade_size=_div(v, n), taker_buy_ratio=_div(tb, v), trade_intensity=n / (interval_ms(interval) / SECOND_MS))
     f["taker_imbalance"] = 2 * f["taker_buy_ratio"] - 1
     names = [f"{k}_{interval}" for k in f]
     M = np.column_stack([np.asarray(x, dtype=np.float64)[k0:] for x in f.values()])
     M[~np.isfinite(M)] = np.nan
-    return names, M, (_ms(bars.index) + interval_ms(interval))[k0:]
+    return names, M, (index_ms(bars.index) + interval_ms(interval))[k0:]
 
 def tf_features(bars:pd.DataFrame, interval:str, spec:dict|None=None)->pd.DataFrame:
     "`tf_block` as a frame indexed by each bar's close time"
     names, M, t = tf_block(bars, interval, spec)
-    return pd.DataFrame(M, index=_dt(t, "t"), columns=names)
+    return pd.DataFrame(M, index=ms_index(t, "t"), columns=names)
+
+# %% ../nbs/05_features.ipynb #6625d976
+PTA_KEY = "features.pandas_ta"       # the config key holding pandas-ta Strategy entries
+PTA_PROBE_BARS = 3000                # synthetic bars an entry is probed on
+PTA_SCRAMBLED = 500                  # probe bars scrambled at the end for the look-ahead check
+PTA_LOOKBACKS = (64, 128, 256, 512, 1024, 2000)  # live windows tried; the last is the default live buffer
+PTA_AGREE_ROWS = 200                 # end rows that must agree for a window to be accepted
+PTA_RTOL = 1e-9                      # agreement, relative to a value's size plus its column's median size
+PTA_MARGIN = 2                       # live window = this x the shortest agreeing one (real data may remember longer)
+PTA_CHUNK = 2048                     # rows per batch call, each with a live window of history before it
+PTA_SEED = 7                         # seed of the probe's synthetic bars and of its scramble
+
+@lru_cache(maxsize=None)
+def _takes_talib(kind:str)->bool:
+    "Whether pandas-ta's `kind` has a `talib` switch"
+    import pandas_ta
+    return "talib" in inspect.signature(getattr(pandas_ta, kind)).parameters
+
+def _one_line(x:Exception)->str: return (str(x).strip().splitlines() or [type(x).__name__])[0]
+
+# %% ../nbs/05_features.ipynb #9883a477
+def pta_frames(bars:pd.DataFrame,  # bars of one interval, shaped like `load_bars`
+               entries:list,       # pandas-ta Strategy entries, e.g. `[{"kind": "kama", "length": 10}]`
+               labels:list,        # one name per entry for error messages (`model.yaml: features.pandas_ta[0] kama`)
+              )->list:             # per entry: a frame of pandas-ta's columns indexed like `bars`, or None
+    "pandas-ta's own result of each entry on `bars`: `df.ta.<kind>(*params, **entry)`, `talib=False` by default"
+    import pandas_ta  # noqa: F401  registers `DataFrame.ta`; imported only when indicators are configured
+    out = []
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore")                  # pandas-ta's deprecation notices under pandas 3
+        acc = bars.ta                                    # one accessor per frame: building one costs ~1 ms
+        for e, label in zip(entries, labels):
+            kw = {k: v for k, v in e.items() if k not in ("kind", "params", "col_names")}
+            if _takes_talib(e["kind"]): kw.setdefault("talib", False)
+            try: r = getattr(acc, e["kind"])(*tuple(e.get("params", ())), **kw)
+            except Exception as x: raise ConfigError(f"{label}: pandas-ta failed: {_one_line(x)}") from None
+            r = None if r is bars else r[0] if isinstance(r, tuple) else r   # too few bars; ichimoku
+            r = r.to_frame() if isinstance(r, pd.Series) else r
+            if r is not None and "col_names" in e:
+                if len(e["col_names"]) < r.shape[1]: raise ConfigError(f"{label}: col_names needs {r.shape[1]} names")
+                r = r.set_axis([str(c) for c in e["col_names"]][:r.shape[1]], axis=1)
+            out.append(None if r is None else r.reindex(bars.index))
+    return out
+
+def _pta_matrix(frame:pd.DataFrame|None, ncol:int, n:int)->np.ndarray:
+    "float64 values of one entry (NaN where not finite); all NaN when pandas-ta gave nothing (too few bars)"
+    if frame is None: return np.full((n, ncol), np.nan)
+    M = frame.to_numpy(dtype=np.float64, na_value=np.nan).copy()
+    M[~np.isfinite(M)] = np.nan
+    return M
+
+# %% ../nbs/05_features.ipynb #9d917f25
+_PROBES = {}   # (entry as JSON, interval) -> (names, live window)
+
+def _probe_bars(interval:str)->pd.DataFrame:
+    "Seeded synthetic bars spaced by `interval` (a probe needs only their shape and spacing)"
+    b = synth_bars(PTA_PROBE_BARS, seed=PTA_SEED)
+    return b.set_axis(ms_index(index_ms(b.index[:1])[0] + interval_ms(interval) * np.arange(len(b)), "open_time"))
+
+def _scrambled(P:pd.DataFrame, T:int)->pd.DataFrame:
+    "`P` with every float value of rows `>= T` multiplied by a random factor in [0.5, 1.5)"
+    rng, Q = np.random.default_rng(PTA_SEED), P.copy()
+    for c in P.columns:
+        if P[c].dtype.kind == "f":
+            x = P[c].to_numpy().copy()
+            x[T:] *= rng.uniform(0.5, 1.5, len(P) - T)
+            Q[c] = x
+    return Q
+
+def _agree(a:np.ndarray, b:np.ndarray)->bool:
+    "Same NaN pattern, values within `PTA_RTOL` of their size plus their column's median size"
+    if not np.array_equal(np.isnan(a), np.isnan(b)): return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                  # all-NaN columns
+        scale = np.abs(b) + np.nan_to_num(np.nanmedian(np.abs(b), axis=0))
+    return bool(np.all(np.nan_to_num(np.abs(a - b)) <= PTA_RTOL * np.nan_to_num(scale)))
+
+# %% ../nbs/05_features.ipynb #fd49274a
+def pta_probe(entry:dict,   # one pandas-ta Strategy entry
+              interval:str, # the timeframe it will run on
+              label:str="", # names the entry in error messages (default: its kind)
+             )->tuple:      # (pandas-ta's column names, the live window in bars)
+    "Probe an entry on synthetic bars: refuse look-ahead and dependence on the data's start; find its live window"
+    key = (json.dumps(entry, sort_keys=True, default=str), interval)
+    if key in _PROBES: return _PROBES[key]
+    label, P, n, R = label or entry["kind"], _probe_bars(interval), PTA_PROBE_BARS, PTA_AGREE_ROWS
+    full = pta_frames(P, [entry], [label])[0]
+    if full is None: raise ConfigError(f"{label}: pandas-ta gives no result on {n} bars")
+    names = [str(c) for c in full.columns]
+    run = lambda b: _pta_matrix(pta_frames(b, [entry], [label])[0], len(names), len(b))
+    F, T = _pta_matrix(full, len(names), n), n - PTA_SCRAMBLED
+    if not np.array_equal(F[:T], run(_scrambled(P, T))[:T], equal_nan=True):
+        raise ConfigError(f"{label}: looks ahead (its value at a bar changes when later bars change), "
+                          "which the time rule forbids")
+    for w in PTA_LOOKBACKS:
+        if _agree(run(P.iloc[n - w - R + 1:])[-R:], F[-R:]): break
+    else:
+        raise ConfigError(f"{label}: its value depends on where the data starts (a running total?), so a "
+                          f"{PTA_LOOKBACKS[-1]}-bar live buffer would disagree with the backtest")
+    _PROBES[key] = (names, min(PTA_MARGIN * w, PTA_LOOKBACKS[-1]))
+    return _PROBES[key]
+
+# %% ../nbs/05_features.ipynb #f8deed4c
+def pta_block(bars:pd.DataFrame,    # bars of one interval, shaped like `load_bars`
+              interval:str,         # their interval; names get the suffix `_{interval}`
+              entries:list,         # pandas-ta Strategy entries
+              labels:list|None=None, # names of the entries in error messages
+              tail:int|None=None,   # compute only the last `tail` rows (live); None: all rows
+             )->tuple:              # (names, float64 matrix, close-time ms), as `tf_block`: row `i` uses bars `<= i`
+    "The configured pandas-ta indicators of one timeframe as a numpy block, in chunks with a live window of history"
+    labels = labels or [f"{PTA_KEY}[{i}] {e['kind']}" for i, e in enumerate(entries)]
+    probes = [pta_probe(e, interval, lb) for e, lb in zip(entries, labels)]
+    names = [f"{c}_{interval}" for nm, _ in probes for c in nm]
+    dup = sorted({c for c in names if names.count(c) > 1})
+    if dup: raise ConfigError(f"{labels[0].split('[')[0]}: two entries make the column {dup[0]} (use prefix or suffix)")
+    n, w = len(bars), max(lb for _, lb in probes)
+    k0 = 0 if tail is None else max(0, n - tail)
+    parts = []
+    for c in range(k0, n, PTA_CHUNK):
+        end = min(n, c + PTA_CHUNK)
+        sub = bars.iloc[max(0, c - w + 1):end]
+        frames = pta_frames(sub, entries, labels)
+        M = np.hstack([_pta_matrix(f, len(nm), len(sub)) for f, (nm, _) in zip(frames, probes)])
+        parts.append(M[len(sub) - (end - c):])
+    M = np.vstack(parts) if parts else np.zeros((0, len(names)))
+    return names, M, (index_ms(bars.index) + interval_ms(interval))[k0:]
 
 # %% ../nbs/05_features.ipynb #d7cc96e4
 def asof_rows(stamps:np.ndarray,  # sorted int64 ms stamps of the source rows
@@ -366,17 +485,50 @@ def _take(vals:np.ndarray, pos:np.ndarray)->np.ndarray:
     return out
 
 def _cfg(config)->dict:
+    "Base, timeframes and pandas-ta entries of a config; a bad entry is one line naming it and its source"
     if config is None: config = load_config()
-    return {"timeframes": list(config["data.timeframes"]), "base": config["data.base_timeframe"]}
+    pta = list(config.get(PTA_KEY) or [])
+    src = getattr(config, "sources", {}).get(PTA_KEY, "config")
+    why = pandas_ta_problem(pta)
+    if why: raise ConfigError(f"{src}: {PTA_KEY}{why}")
+    return {"timeframes": list(config["data.timeframes"]), "base": config["data.base_timeframe"], "pandas_ta": pta,
+            "pta_labels": [f"{src}: {PTA_KEY}[{i}] {e['kind']}" for i, e in enumerate(pta)]}
+
+_SAID = set()
+
+def _say_once(event:str, **fields):
+    "Log a warning the first time this process sees this exact event and fields"
+    key = (event, json.dumps(fields, sort_keys=True, default=str))
+    if key not in _SAID:
+        _SAID.add(key)
+        log_event("futbot.features", event, level=logging.WARNING, **fields)
 
 # %% ../nbs/05_features.ipynb #10d722ab
-def _get_bars(bars:dict, tf:str)->pd.DataFrame:
+def get_bars(bars:dict, # interval -> frame shaped like `load_bars`
+             tf:str,    # the interval wanted
+            )->pd.DataFrame: # `bars[tf]`, or complete `tf` bars resampled from `bars["1m"]`
+    "The bars of one interval: as given, or aggregated from the 1m bars"
     if tf in bars: return bars[tf]
     if "1m" in bars: return resample_bars(bars["1m"], tf)
-    raise ValueError(f"build_features: bars has no {tf!r} frame and no '1m' frame to build it from (have {sorted(bars)})")
+    raise ValueError(f"build_features: bars has no {tf!r} frame and no '1m' frame to build it from "
+                     f"(have {sorted(bars)})")
+
+
+def feature_timeframes(bars:dict,       # interval -> frame, as given to `build_features`
+                       base:str,        # the configured base interval (`data.base_timeframe`)
+                       timeframes:list, # the configured intervals (`data.timeframes`)
+                      )->tuple:         # (base, timeframes) the features are built on
+    "The configured grid; when `bars` cannot give the base, the finest interval given and the configured ones given"
+    given = sorted((tf for tf, b in bars.items() if b is not None and tf in INTERVALS and tf != "1M"), key=interval_ms)
+    if base in bars or "1m" in bars or not given: return base, list(timeframes)
+    tfs = sorted({given[0], *(tf for tf in timeframes if tf in given)}, key=interval_ms)
+    _say_once("base_timeframe_fallback", configured=base, base=given[0], timeframes=tfs,
+              why=f"bars have no {base} and no 1m frame")
+    return given[0], tfs
 
 def _decision_times(base:pd.DataFrame, tf:str)->np.ndarray:
-    return _ms(base.index) + interval_ms(tf)
+    "Close time (ms) of each base bar: the decision times"
+    return index_ms(base.index) + interval_ms(tf)
 
 # %% ../nbs/05_features.ipynb #f3f9f064
 _ALIASES = {"fundingRate": "funding_rate", "sumOpenInterest": "open_interest", "openInterest": "open_interest",
@@ -402,11 +554,11 @@ def extras_features(extras:dict|None,   # dataset name -> frame (see the table)
     "Funding, open interest, mark/index, liquidation, book and aggTrades features as of each t"
     out, ex = {}, {k: _norm(v) for k, v in (extras or {}).items() if v is not None and len(v)}
     if "funding" in ex and "funding_rate" in ex["funding"]:
-        fr = ex["funding"]["funding_rate"].to_numpy(np.float64); p = asof_rows(_ms(ex["funding"].index), t)
+        fr = ex["funding"]["funding_rate"].to_numpy(np.float64); p = asof_rows(index_ms(ex["funding"].index), t)
         out.update(funding_rate=_take(fr, p), funding_sign=np.sign(_take(fr, p)), funding_chg=_take(_diff(fr), p))
     oi_like = [(k, c) for k in ("open_interest", "long_short") for c in ("open_interest", "long_short_ratio") if k in ex and c in ex[k]]
     for k, c in oi_like:
-        s = ex[k][c].to_numpy(np.float64); p = asof_rows(_ms(ex[k].index), t); name = "oi" if c == "open_interest" else "ls_ratio"
+        s = ex[k][c].to_numpy(np.float64); p = asof_rows(index_ms(ex[k].index), t); name = "oi" if c == "open_interest" else "ls_ratio"
         out[name] = _take(s, p)
         for lag in (1, 12):
             out[f"{name}_chg_{lag}"] = _take(_diff(s, lag) if len(s) > lag else np.full(len(s), np.nan), p)
@@ -414,19 +566,19 @@ def extras_features(extras:dict|None,   # dataset name -> frame (see the table)
     px = {}
     for k in ("mark", "index"):
         if k in ex and "close" in ex[k] and len(ex[k]) > 1:
-            ms = _ms(ex[k].index); step = int(np.median(np.diff(ms)))
+            ms = index_ms(ex[k].index); step = int(np.median(np.diff(ms)))
             px[k] = _take(ex[k]["close"].to_numpy(np.float64), asof_rows(ms + step, t))
     if "mark" in px and "index" in px: out["mark_index_dev"] = px["mark"] / px["index"] - 1
     if "index" in px: out["basis"] = close / px["index"] - 1
     if "mark" in px: out["mark_dev"] = close / px["mark"] - 1
     if "liquidations" in ex and {"side", "price", "qty"} <= set(ex["liquidations"].columns):
         lq = ex["liquidations"]; sgn = np.where(lq["side"].astype(str).str.upper().eq("SELL").to_numpy(bool), 1.0, -1.0)
-        net = _bucket_sum(_ms(lq.index), sgn * lq["price"].to_numpy(np.float64) * lq["qty"].to_numpy(np.float64), t, base_step)
+        net = _bucket_sum(index_ms(lq.index), sgn * lq["price"].to_numpy(np.float64) * lq["qty"].to_numpy(np.float64), t, base_step)
         out["liq_pressure"] = net / np.where(quote_volume > 0, quote_volume, np.nan)
     if "book" in ex and "bid_px_1" in ex["book"]:
         bk = ex["book"]; L = next((i for i in range(1, 11) if not {f"bid_sz_{i + 1}", f"ask_sz_{i + 1}"} <= set(bk.columns)), 10)
         cols = [f"{s}_{i}" for s in ("bid_px", "bid_sz", "ask_px", "ask_sz") for i in range(1, L + 1)]
-        A = bk[cols].to_numpy(np.float64); p = asof_rows(_ms(bk.index), t)
+        A = bk[cols].to_numpy(np.float64); p = asof_rows(index_ms(bk.index), t)
         A = A[np.maximum(p, 0)]; A[p < 0] = np.nan
         bp, bs, ap, as_ = (A[:, k * L:(k + 1) * L] for k in range(4))
         mid = (bp[:, 0] + ap[:, 0]) / 2
@@ -436,7 +588,7 @@ def extras_features(extras:dict|None,   # dataset name -> frame (see the table)
         for i in range(L): out[f"imbalance_{i + 1}"] = (cb[:, i] - ca[:, i]) / (cb[:, i] + ca[:, i])
         out.update(depth_bid=(bp * bs).sum(axis=1), depth_ask=(ap * as_).sum(axis=1))
     if "trades" in ex and {"price", "qty"} <= set(ex["trades"].columns):
-        tr = ex["trades"]; ms = _ms(tr.index); pr, q = tr["price"].to_numpy(np.float64), tr["qty"].to_numpy(np.float64)
+        tr = ex["trades"]; ms = index_ms(tr.index); pr, q = tr["price"].to_numpy(np.float64), tr["qty"].to_numpy(np.float64)
         hi = np.searchsorted(ms, t, side="left"); lo = np.searchsorted(ms, t - base_step, side="left")
         has = hi > lo
         first, last = pr[np.minimum(lo, len(pr) - 1)], pr[np.maximum(hi - 1, 0)]
@@ -458,17 +610,29 @@ def _assemble(blocks:dict, t:np.ndarray, base_bars:pd.DataFrame, base_step:int, 
         B[p < 0] = np.nan
         names += nm; parts.append(B)
     rest = _time_cols(t)
-    bp = asof_rows(_ms(base_bars.index) + base_step, t)
+    bp = asof_rows(index_ms(base_bars.index) + base_step, t)
     rest.update(extras_features(extras, t, base_step, _take(base_bars["close"].to_numpy(), bp),
                                 _take(base_bars["quote_volume"].to_numpy(), bp)))
     names += list(rest); parts.append(np.column_stack(list(rest.values())))
-    return pd.DataFrame(np.hstack(parts), index=_dt(t, "t"), columns=names)
+    return pd.DataFrame(np.hstack(parts), index=ms_index(t, "t"), columns=names)
 
 # %% ../nbs/05_features.ipynb #63d0f7b2
-def _drop_warmup(df:pd.DataFrame, tfs:list)->pd.DataFrame:
-    "Drop rows before the first row where every bar feature is present (never fill from the future)"
-    cols = [c for c in df.columns if c.rsplit("_", 1)[-1] in tfs]
+def _tf_blocks(bars:pd.DataFrame, tf:str, cf:dict, tail:int|None=None)->dict:
+    "The built-in block of one timeframe and, when indicators are configured, its pandas-ta block"
+    out = {tf: tf_block(bars, tf, tail=tail)}
+    if cf["pandas_ta"]: out[f"{tf} pandas-ta"] = pta_block(bars, tf, cf["pandas_ta"], cf["pta_labels"], tail)
+    return out
+
+def _drop_warmup(df:pd.DataFrame, tfs:list, late:list=())->pd.DataFrame:
+    "Drop rows before every built-in bar feature is present and every pandas-ta column (`late`) has started"
+    late = sorted(set(late))
+    cols = [c for c in df.columns if c.rsplit("_", 1)[-1] in tfs and c not in set(late)]
     ok = df[cols].notna().all(axis=1).to_numpy()
+    if late:
+        seen = df[late].notna().to_numpy()
+        never = [c for c, s in zip(late, seen.any(axis=0)) if not s]
+        if never: _say_once("pandas_ta_columns_never_present", columns=never, why="too few bars for their windows")
+        ok = ok & (np.arange(len(df)) >= seen.argmax(axis=0)[seen.any(axis=0)].max(initial=0))
     return df.iloc[int(np.argmax(ok)):] if ok.any() else df.iloc[:0]
 
 def build_features(bars:dict,              # interval -> frame shaped like `load_bars`
@@ -478,11 +642,12 @@ def build_features(bars:dict,              # interval -> frame shaped like `load
                   )->pd.DataFrame:         # indexed by decision time `t`
     "Features of every timeframe joined onto the base grid under the time rule"
     cf = _cfg(config)
-    base = _get_bars(bars, cf["base"])
-    t = _decision_times(base, cf["base"])
-    blocks = {tf: tf_block(_get_bars(bars, tf), tf) for tf in cf["timeframes"]}
-    df = _assemble(blocks, t, base, interval_ms(cf["base"]), extras)
-    return _drop_warmup(df, cf["timeframes"]) if drop_warmup else df
+    base, tfs = feature_timeframes(bars, cf["base"], cf["timeframes"])
+    b0, blocks = get_bars(bars, base), {}
+    for tf in tfs: blocks.update(_tf_blocks(get_bars(bars, tf), tf, cf))
+    df = _assemble(blocks, _decision_times(b0, base), b0, interval_ms(base), extras)
+    if not drop_warmup: return df
+    return _drop_warmup(df, tfs, [c for k, (nm, _, _) in blocks.items() if k.endswith("pandas-ta") for c in nm])
 
 # %% ../nbs/05_features.ipynb #b4366528
 def perturb_after(bars:dict, T:pd.Timestamp, seed:int=0, extras:dict|None=None)->tuple:
@@ -498,7 +663,7 @@ def perturb_after(bars:dict, T:pd.Timestamp, seed:int=0, extras:dict|None=None)-
         return df
     nb = {tf: scr(b, b.index + pd.Timedelta(milliseconds=interval_ms(tf)) > T) for tf, b in bars.items()}
     def known_after(e):   # kline-shaped extras (mark, index) are known at their close, other rows when published
-        if "close" in e and len(e) > 1: return e.index + pd.Timedelta(milliseconds=int(np.median(np.diff(_ms(e.index))))) > T
+        if "close" in e and len(e) > 1: return e.index + pd.Timedelta(milliseconds=int(np.median(np.diff(index_ms(e.index))))) > T
         return e.index > T
     ne = {k: scr(e, known_after(e)) for k, e in (extras or {}).items()}
     return nb, ne
@@ -506,57 +671,75 @@ def perturb_after(bars:dict, T:pd.Timestamp, seed:int=0, extras:dict|None=None)-
 # %% ../nbs/05_features.ipynb #f5e5daf4
 def _trail(e:pd.DataFrame, t:int, window:int)->pd.DataFrame:
     "Rows of an extras frame published in `(t - window, t]` (at least the last 2)"
-    ms = _ms(e.index); hi = np.searchsorted(ms, t, "right")
+    ms = index_ms(e.index)
+    hi = np.searchsorted(ms, t, "right")
     return e.iloc[min(np.searchsorted(ms, t - window, "right"), max(hi - 2, 0)):hi]
 
 class LiveFeatures:
     "Features of the newest base bar from trailing buffers, with the batch functions"
-    def __init__(self, config=None, buffer:int=2000, schema:dict|None=None, tail:int=1):
-        cf = _cfg(config); self.tfs, self.base, self.buffer, self.schema = cf["timeframes"], cf["base"], buffer, schema
-        self.tail, self.extras_window = tail, 86_400_000   # extras rows published in the last day are enough
-        self.bars = {tf: None for tf in self.tfs}; self._cache = {}
+    def __init__(self, config=None,          # `load_config()` result or a dict, as for `build_features`
+                 buffer:int=2000,            # bars kept per timeframe
+                 schema:dict|None=None,      # refuse rows whose schema differs (`feature_schema` of the training rows)
+                 tail:int=1,                 # rows computed per update (the newest is the one joined)
+                 grid:tuple|None=None):      # (base, timeframes) instead of the config's (see `feature_timeframes`)
+        self.cf = _cfg(config)
+        self.base, self.tfs = grid or (self.cf["base"], self.cf["timeframes"])
+        self.buffer, self.schema, self.tail = buffer, schema, tail
+        self.extras_window = DAY_MS                  # extras rows published in the last day are enough
+        self.bars, self._cache = {tf: None for tf in self.tfs}, {}
 
     def add_bars(self, interval:str, bars:pd.DataFrame):
         "Append closed bars of `interval` (shaped like `load_bars`); keep the last `buffer`"
-        if interval not in self.bars: raise ValueError(f"LiveFeatures: interval {interval!r} is not one of the configured timeframes {self.tfs}")
+        if interval not in self.bars:
+            raise ValueError(f"LiveFeatures: interval {interval!r} is not one of the configured timeframes {self.tfs}")
         miss = [c for c in BAR_COLS if c not in bars.columns]
         if miss: raise ValueError(f"LiveFeatures: {interval} bars lack columns {miss} (expected the load_bars shape)")
         old = self.bars.get(interval)
         b = bars if old is None else pd.concat([old, bars[bars.index > old.index[-1]]])
         self.bars[interval] = b.iloc[-self.buffer:]
 
-    def row(self, t:pd.Timestamp, extras:dict|None=None)->pd.DataFrame:
-        "The feature row for decision time `t` (one row, same columns as `build_features`)"
-        tm = np.array([pd.Timestamp(t).value // 10**6], dtype=np.int64)
-        if extras: extras = {k: _trail(e, tm[0], self.extras_window) for k, e in extras.items() if e is not None}
+    def _blocks(self)->dict:
+        "Blocks of every timeframe; one whose buffer did not change reuses its cached blocks"
         blocks = {}
         for tf in self.tfs:
             b = self.bars[tf]
             if b is None or not len(b): raise ValueError(f"LiveFeatures: no {tf} bars buffered")
-            key = (tf, int(_ms(b.index[-1:])[0]), len(b))
-            if self._cache.get(tf, (None,))[0] != key:
-                self._cache[tf] = (key, tf_block(b, tf, tail=self.tail))
-            blocks[tf] = self._cache[tf][1]
-        out = _assemble(blocks, tm, self.bars[self.base], interval_ms(self.base), extras)
+            key = (int(index_ms(b.index[-1:])[0]), len(b))
+            if self._cache.get(tf, (None,))[0] != key: self._cache[tf] = (key, _tf_blocks(b, tf, self.cf, self.tail))
+            blocks.update(self._cache[tf][1])
+        return blocks
+
+    def row(self, t:pd.Timestamp, extras:dict|None=None)->pd.DataFrame:
+        "The feature row for decision time `t` (one row, same columns as `build_features`)"
+        tm = np.array([to_ms(t)], dtype=np.int64)
+        if extras: extras = {k: _trail(e, tm[0], self.extras_window) for k, e in extras.items() if e is not None}
+        out = _assemble(self._blocks(), tm, self.bars[self.base], interval_ms(self.base), extras)
         if self.schema is not None: check_schema(out, self.schema)
         return out
 
 # %% ../nbs/05_features.ipynb #7f5690a7
-def replay_live(bars:dict, config=None, start=None, n:int|None=None, buffer:int=2000, extras=None)->pd.DataFrame:
+def replay_live(bars:dict,             # interval -> frame, as for `build_features`
+                config=None,           # as for `build_features`
+                start=None,            # first decision time replayed (default: the first)
+                n:int|None=None,       # number of decision times (default: all from `start`)
+                buffer:int=2000,       # `LiveFeatures` buffer
+                extras=None,           # as for `build_features`
+               )->pd.DataFrame:        # one live row per decision time, indexed like `build_features`
     "Live rows for every base decision time from `start` on, feeding bars as they close"
-    cf = _cfg(config); step = interval_ms(cf["base"])
-    full = {tf: _get_bars(bars, tf) for tf in cf["timeframes"]}
-    t_all = _decision_times(full[cf["base"]], cf["base"])
-    t_all = t_all[t_all >= (pd.Timestamp(start).value // 10**6 if start is not None else t_all[0])][:n]
-    lf, rows = LiveFeatures(config=config, buffer=buffer), []
-    close = {tf: _ms(b.index) + interval_ms(tf) for tf, b in full.items()}
+    cf = _cfg(config)
+    base, tfs = feature_timeframes(bars, cf["base"], cf["timeframes"])
+    full = {tf: get_bars(bars, tf) for tf in tfs}
+    t_all = _decision_times(full[base], base)
+    t_all = t_all[t_all >= (to_ms(start) if start is not None else t_all[0])][:n]
+    lf, rows = LiveFeatures(config=config, buffer=buffer, grid=(base, tfs)), []
+    close = {tf: index_ms(b.index) + interval_ms(tf) for tf, b in full.items()}
     for tm in t_all:
         for tf, b in full.items():
-            k = np.searchsorted(close[tf], tm, side="right")
-            cur = lf.bars[tf]
-            have = 0 if cur is None else np.searchsorted(close[tf], int(_ms(cur.index[-1:])[0]) + interval_ms(tf), side="right")
+            k, cur = np.searchsorted(close[tf], tm, side="right"), lf.bars[tf]
+            last_close = -1 if cur is None else int(index_ms(cur.index[-1:])[0]) + interval_ms(tf)
+            have = np.searchsorted(close[tf], last_close, side="right")
             if k > have: lf.add_bars(tf, b.iloc[max(have, k - buffer):k])
-        rows.append(lf.row(_dt([tm], "t")[0], extras))
+        rows.append(lf.row(ms_index([tm], "t")[0], extras))
     return pd.concat(rows)
 
 # %% ../nbs/05_features.ipynb #46531de4

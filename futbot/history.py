@@ -11,57 +11,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np, pandas as pd
 import pyarrow as pa, pyarrow.parquet as pq
-from tqdm.auto import tqdm
-from .config import INTERVALS, UsageError, log_event, interval_ms as _fixed_ms
+from .config import UsageError, log_event, progress_bar
+from .intervals import (INTERVALS, BAR_COLS, MINUTE_MS, HOUR_MS, DAY_MS, interval_ms, to_ms, ms_to_iso,
+                              index_ms, ms_index, add_months, next_month, month_key, months_between)
 from .binance import Rest, WeightLimiter, ExchangeError, BannedError, ENDPOINTS
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['BAR_COLS', 'DATASETS', 'STATS_PERIOD', 'PARSERS', 'KLINE_SETS', 'VISION_DATASETS', 'DEFAULT_DATASETS', 'interval_ms',
-           'to_ms', 'month_start', 'next_month', 'month_key', 'months_between', 'sub_months', 'Dataset', 'parse_klines',
-           'empty_frame', 'parse', 'DataError', 'atomic_write_parquet', 'read_parquet', 'Store', 'merge_ranges',
-           'missing_ranges', 'load_bars', 'TaskResult', 'windows', 'run_task', 'find_gaps', 'validate_frame',
+__all__ = ['DATASETS', 'STATS_PERIOD', 'PARSERS', 'KLINE_SETS', 'VISION_DATASETS', 'DEFAULT_DATASETS', 'Dataset', 'parse_klines',
+           'empty_frame', 'parse', 'DataError', 'atomic_write_parquet', 'read_parquet', 'merge_ranges',
+           'missing_ranges', 'Store', 'load_bars', 'TaskResult', 'windows', 'run_task', 'find_gaps', 'validate_frame',
            'plan_range', 'download', 'summary_table', 'read_vision_csv', 'verify_checksum', 'find_archives',
            'import_vision', 'book_wide', 'load_extras', 'run_download', 'add_download_args']
 
-# %% ../nbs/03_history.ipynb #5f394ca4
-def interval_ms(interval:str)->int:
-    "Length in ms of a Binance kline interval that can be stored (every one but 1M)"
-    if interval not in INTERVALS[:-1]: raise ValueError(f"unknown interval {interval!r}: use one of {', '.join(INTERVALS[:-1])}")
-    return _fixed_ms(interval)
-
-def to_ms(t)->int:
-    "Milliseconds since the epoch of a datetime, Timestamp, ISO string or int"
-    if t is None: return None
-    if isinstance(t, (int, np.integer)): return int(t)
-    ts = pd.Timestamp(t)
-    if ts.tzinfo is None: ts = ts.tz_localize("UTC")
-    return int(ts.value // 1_000_000)
-
-def month_start(ms:int)->int:
-    "First ms of the calendar month holding `ms`"
-    d = datetime.fromtimestamp(ms / 1000, timezone.utc)
-    return to_ms(datetime(d.year, d.month, 1, tzinfo=timezone.utc))
-
-def next_month(ms:int)->int:
-    "First ms of the month after the one holding `ms`"
-    d = datetime.fromtimestamp(month_start(ms) / 1000, timezone.utc)
-    return to_ms(datetime(d.year + d.month // 12, d.month % 12 + 1, 1, tzinfo=timezone.utc))
-
-def month_key(ms:int)->str: return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y-%m")
-
-def months_between(start_ms:int, end_ms:int)->list:
-    "Month keys overlapping [start, end)"
-    out, m = [], month_start(start_ms)
-    while m < end_ms: out.append(month_key(m)); m = next_month(m)
-    return out
-
-def sub_months(ms:int, n:int)->int:
-    "`ms` moved back `n` calendar months"
-    return to_ms(pd.Timestamp(ms, unit="ms", tz="UTC") - pd.DateOffset(months=n))
-
 # %% ../nbs/03_history.ipynb #92452871
-BAR_COLS = ["open", "high", "low", "close", "volume", "quote_volume", "trades", "taker_buy_volume", "taker_buy_quote_volume"]
-
 @dataclass(frozen=True)
 class Dataset:
     name: str
@@ -78,10 +41,10 @@ DATASETS = {
     "mark":          Dataset("mark", "mark", "open_time", "open_time", True, None, 1000),
     "index":         Dataset("index", "index", "open_time", "open_time", True, None, 1000),
     "premium":       Dataset("premium", "premium", "open_time", "open_time", True, None, 1000),
-    "funding":       Dataset("funding", "funding", "funding_time", "funding_time", False, 8 * 3_600_000, 1000),
-    "open_interest": Dataset("open_interest", "open_interest", "timestamp", "timestamp", False, 300_000, 500, 30 * 86_400_000),
-    "long_short":    Dataset("long_short", "long_short", "timestamp", "timestamp", False, 300_000, 500, 30 * 86_400_000),
-    "taker_ratio":   Dataset("taker_ratio", "taker_ratio", "timestamp", "timestamp", False, 300_000, 500, 30 * 86_400_000),
+    "funding":       Dataset("funding", "funding", "funding_time", "funding_time", False, 8 * HOUR_MS, 1000),
+    "open_interest": Dataset("open_interest", "open_interest", "timestamp", "timestamp", False, 300_000, 500, 30 * DAY_MS),
+    "long_short":    Dataset("long_short", "long_short", "timestamp", "timestamp", False, 300_000, 500, 30 * DAY_MS),
+    "taker_ratio":   Dataset("taker_ratio", "taker_ratio", "timestamp", "timestamp", False, 300_000, 500, 30 * DAY_MS),
     "agg_trades":    Dataset("agg_trades", "agg_trades", "time", "agg_id", False, None, 1000),
     "book":          Dataset("book", "depth", "time", "time", False, None, 1),
     "book_ticker":   Dataset("book_ticker", "", "time", "update_id", False, None, 0),
@@ -89,15 +52,15 @@ DATASETS = {
 }
 STATS_PERIOD = "5m"
 
-def _ts(a)->pd.DatetimeIndex:
-    "UTC timestamps (ms resolution) of integer ms"
-    return pd.to_datetime(np.asarray(a, dtype="int64"), unit="ms", utc=True).as_unit("ms")
+def _stamps(a)->pd.DatetimeIndex:
+    "UTC timestamps of integer ms, at the ms resolution every stored time column has"
+    return ms_index(a, unit="ms")
 
 def parse_klines(rows:list)->pd.DataFrame:
     "Typed frame from Binance kline arrays"
     if not rows: return empty_frame("klines")
     a = list(zip(*rows))
-    df = pd.DataFrame({"open_time": _ts(a[0])})
+    df = pd.DataFrame({"open_time": _stamps(a[0])})
     for i, c in zip((1, 2, 3, 4, 5, 7), ("open", "high", "low", "close", "volume", "quote_volume")): df[c] = np.asarray(a[i], dtype="float64")
     df["trades"] = np.asarray(a[8], dtype="int64")
     df["taker_buy_volume"] = np.asarray(a[9], dtype="float64"); df["taker_buy_quote_volume"] = np.asarray(a[10], dtype="float64")
@@ -106,13 +69,13 @@ def parse_klines(rows:list)->pd.DataFrame:
 def _f(rows, k): return np.asarray([r.get(k) if r.get(k) not in (None, "") else "nan" for r in rows], dtype="float64")
 
 PARSERS = {
-    "funding": lambda rows: pd.DataFrame({"funding_time": _ts([r["fundingTime"] for r in rows]), "funding_rate": _f(rows, "fundingRate"), "mark_price": _f(rows, "markPrice")}),
-    "open_interest": lambda rows: pd.DataFrame({"timestamp": _ts([r["timestamp"] for r in rows]), "sum_open_interest": _f(rows, "sumOpenInterest"), "sum_open_interest_value": _f(rows, "sumOpenInterestValue")}),
-    "long_short": lambda rows: pd.DataFrame({"timestamp": _ts([r["timestamp"] for r in rows]), "long_short_ratio": _f(rows, "longShortRatio"), "long_account": _f(rows, "longAccount"), "short_account": _f(rows, "shortAccount")}),
-    "taker_ratio": lambda rows: pd.DataFrame({"timestamp": _ts([r["timestamp"] for r in rows]), "buy_sell_ratio": _f(rows, "buySellRatio"), "buy_vol": _f(rows, "buyVol"), "sell_vol": _f(rows, "sellVol")}),
+    "funding": lambda rows: pd.DataFrame({"funding_time": _stamps([r["fundingTime"] for r in rows]), "funding_rate": _f(rows, "fundingRate"), "mark_price": _f(rows, "markPrice")}),
+    "open_interest": lambda rows: pd.DataFrame({"timestamp": _stamps([r["timestamp"] for r in rows]), "sum_open_interest": _f(rows, "sumOpenInterest"), "sum_open_interest_value": _f(rows, "sumOpenInterestValue")}),
+    "long_short": lambda rows: pd.DataFrame({"timestamp": _stamps([r["timestamp"] for r in rows]), "long_short_ratio": _f(rows, "longShortRatio"), "long_account": _f(rows, "longAccount"), "short_account": _f(rows, "shortAccount")}),
+    "taker_ratio": lambda rows: pd.DataFrame({"timestamp": _stamps([r["timestamp"] for r in rows]), "buy_sell_ratio": _f(rows, "buySellRatio"), "buy_vol": _f(rows, "buyVol"), "sell_vol": _f(rows, "sellVol")}),
     "agg_trades": lambda rows: pd.DataFrame({"agg_id": np.asarray([r["a"] for r in rows], "int64"), "price": _f(rows, "p"), "qty": _f(rows, "q"),
                                              "first_id": np.asarray([r["f"] for r in rows], "int64"), "last_id": np.asarray([r["l"] for r in rows], "int64"),
-                                             "time": _ts([r["T"] for r in rows]), "is_buyer_maker": np.asarray([bool(r["m"]) for r in rows], bool)}),
+                                             "time": _stamps([r["T"] for r in rows]), "is_buyer_maker": np.asarray([bool(r["m"]) for r in rows], bool)}),
 }
 for _k in ("klines", "mark", "index", "premium"): PARSERS[_k] = parse_klines
 
@@ -129,11 +92,12 @@ def parse(dataset:str, rows:list)->pd.DataFrame:
     if not rows: return empty_frame(dataset)
     return PARSERS[dataset](rows)
 
-# %% ../nbs/03_history.ipynb #0ec01a17
+# %% ../nbs/03_history.ipynb #3e9d1ad0
 class DataError(Exception):
     "Stored data is missing or unreadable (one line, names the file)"
 
 def _sha256(p:Path)->str:
+    "Hex sha256 of a file, read in 1 MiB blocks"
     h = hashlib.sha256()
     with open(p, "rb") as f:
         for b in iter(lambda: f.read(1 << 20), b""): h.update(b)
@@ -154,132 +118,10 @@ def read_parquet(path:Path)->pd.DataFrame:
     "Read one stored file; a damaged file is a `DataError` naming it"
     try: return pq.read_table(path).to_pandas()
     except Exception as e:
-        raise DataError(f"{path}: corrupted or unreadable Parquet file ({type(e).__name__}); run the same download again to re-fetch it") from None
+        raise DataError(f"{path}: corrupted or unreadable Parquet file ({type(e).__name__}); "
+                        "run the same download again to re-fetch it") from None
 
-class Store:
-    "Month-partitioned Parquet files plus the SQLite catalogue under `data_dir/raw`"
-    def __init__(self, data_dir:str|Path="data"):
-        self.root = Path(data_dir) / "raw"
-        self.lock = threading.RLock()
-        self._db = None
-
-    def check_writable(self):
-        "Raise `DataError` unless the data folder can be written"
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            probe = self.root / f".write-probe-{os.getpid()}"
-            probe.write_bytes(b"ok"); probe.unlink()
-        except OSError as e: raise DataError(f"{self.root}: data folder is not writable ({e.strerror})") from None
-
-    @property
-    def db(self)->sqlite3.Connection:
-        if self._db is None:
-            self.root.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.root / "catalog.sqlite", check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.executescript("""
-            CREATE TABLE IF NOT EXISTS files(symbol TEXT, dataset TEXT, interval TEXT, month TEXT, path TEXT, rows INTEGER,
-                first_ms INTEGER, last_ms INTEGER, sha256 TEXT, written_at TEXT, PRIMARY KEY(symbol, dataset, interval, month));
-            CREATE TABLE IF NOT EXISTS coverage(symbol TEXT, dataset TEXT, interval TEXT, from_ms INTEGER, to_ms INTEGER, source TEXT, fetched_at TEXT);
-            CREATE TABLE IF NOT EXISTS gaps(symbol TEXT, dataset TEXT, interval TEXT, from_ms INTEGER, to_ms INTEGER, found_at TEXT,
-                PRIMARY KEY(symbol, dataset, interval, from_ms));
-            """)
-        return self._db
-
-    def path(self, symbol, dataset, interval, month)->Path:
-        "Where one month of one dataset lives"
-        return self.root / symbol / dataset / interval / f"{month}.parquet" if interval else self.root / symbol / dataset / f"{month}.parquet"
-
-    def merge_month(self, symbol, dataset, interval, month, new:pd.DataFrame)->tuple:
-        "Add rows to one month file atomically; returns (rows in file, duplicates dropped)"
-        ds = DATASETS[dataset]; p = self.path(symbol, dataset, interval, month)
-        with self.lock:
-            old = read_parquet(p) if p.exists() else None
-            dups = int(new[ds.key].duplicated().sum())
-            df = new if old is None or old.empty else pd.concat([old, new], ignore_index=True)
-            df = df.drop_duplicates(subset=[ds.key], keep="last").sort_values(ds.key, kind="stable").reset_index(drop=True)
-            atomic_write_parquet(df, p)
-            t = df[ds.time_col]
-            first = to_ms(t.iloc[0]) if len(df) else None; last = to_ms(t.iloc[-1]) if len(df) else None
-            self.db.execute("INSERT OR REPLACE INTO files VALUES(?,?,?,?,?,?,?,?,?,?)",
-                            (symbol, dataset, interval or "", month, str(p), len(df), first, last, _sha256(p), _now()))
-            return len(df), dups
-
-    def write_rows(self, symbol, dataset, interval, df:pd.DataFrame)->int:
-        "Split rows by month and merge each month; returns duplicates dropped"
-        if df.empty: return 0
-        t = df[DATASETS[dataset].time_col]
-        keys = t.dt.strftime("%Y-%m")
-        dups = 0
-        for m, part in df.groupby(keys.values, sort=True):
-            dups += self.merge_month(symbol, dataset, interval, m, part)[1]
-        return dups
-
-    def add_coverage(self, symbol, dataset, interval, from_ms, to_ms, source="rest"):
-        "Record that [from, to) was fetched completely (after its rows are on disk)"
-        with self.lock:
-            self.db.execute("INSERT INTO coverage VALUES(?,?,?,?,?,?,?)", (symbol, dataset, interval or "", int(from_ms), int(to_ms), source, _now()))
-
-    def covered(self, symbol, dataset, interval)->list:
-        "Merged [from, to) ranges already fetched"
-        with self.lock:
-            rows = self.db.execute("SELECT from_ms, to_ms FROM coverage WHERE symbol=? AND dataset=? AND interval=? ORDER BY from_ms",
-                                   (symbol, dataset, interval or "")).fetchall()
-        return merge_ranges(rows)
-
-    def drop_coverage(self, symbol, dataset, interval, from_ms, to_ms):
-        "Forget coverage overlapping [from, to) (its file was damaged)"
-        with self.lock:
-            self.db.execute("DELETE FROM coverage WHERE symbol=? AND dataset=? AND interval=? AND from_ms < ? AND to_ms > ?",
-                            (symbol, dataset, interval or "", int(to_ms), int(from_ms)))
-
-    def record_gap(self, symbol, dataset, interval, from_ms, to_ms):
-        "Record a gap the exchange really has (after one re-request)"
-        with self.lock:
-            self.db.execute("INSERT OR REPLACE INTO gaps VALUES(?,?,?,?,?,?)", (symbol, dataset, interval or "", int(from_ms), int(to_ms), _now()))
-
-    def gaps(self, symbol, dataset, interval)->list:
-        with self.lock:
-            return self.db.execute("SELECT from_ms, to_ms FROM gaps WHERE symbol=? AND dataset=? AND interval=? ORDER BY from_ms",
-                                   (symbol, dataset, interval or "")).fetchall()
-
-    def quarantine_corrupt(self, symbol, dataset, interval, months:list)->list:
-        "Move unreadable or altered month files aside and forget their coverage; returns the moved paths"
-        moved = []
-        for m in months:
-            p = self.path(symbol, dataset, interval, m)
-            if not p.exists(): continue
-            with self.lock:
-                row = self.db.execute("SELECT sha256 FROM files WHERE symbol=? AND dataset=? AND interval=? AND month=?",
-                                      (symbol, dataset, interval or "", m)).fetchone()
-            bad = False
-            try: pq.read_metadata(p); pq.read_table(p)
-            except Exception: bad = True
-            if not bad and row and row[0] != _sha256(p):
-                log_event("futbot.history", "file_changed_since_catalogued", level=30, path=str(p))
-            if bad:
-                dest = p.with_suffix(f".parquet.corrupt-{int(time.time())}")
-                os.replace(p, dest); moved.append(dest)
-                ms = to_ms(m + "-01"); self.drop_coverage(symbol, dataset, interval, ms, next_month(ms))
-                log_event("futbot.history", "corrupt_file_quarantined", level=30, path=str(p), moved_to=str(dest))
-        return moved
-
-    def load(self, symbol, dataset, interval=None, start=None, end=None)->pd.DataFrame:
-        "Rows of one dataset in [start, end), reading only the months asked for"
-        ds = DATASETS[dataset]
-        folder = self.path(symbol, dataset, interval, "x").parent
-        if not folder.exists(): return empty_frame(dataset)
-        files = sorted(folder.glob("*.parquet"))
-        s, e = to_ms(start), to_ms(end)
-        if s is not None: files = [f for f in files if f.stem >= month_key(s)]
-        if e is not None: files = [f for f in files if f.stem <= month_key(e - 1)]
-        if not files: return empty_frame(dataset)
-        df = pd.concat([read_parquet(f) for f in files], ignore_index=True)
-        t = df[ds.time_col]
-        if s is not None: df = df[t >= pd.Timestamp(s, unit="ms", tz="UTC")]
-        if e is not None: df = df[df[ds.time_col] < pd.Timestamp(e, unit="ms", tz="UTC")]
-        return df.reset_index(drop=True)
-
+# %% ../nbs/03_history.ipynb #d1b4e4bb
 def _now()->str: return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 def merge_ranges(rs)->list:
@@ -301,6 +143,161 @@ def missing_ranges(start:int, end:int, covered:list)->list:
     if cur < end: out.append((cur, end))
     return out
 
+# %% ../nbs/03_history.ipynb #fddb0026
+_CATALOG_SQL = """
+CREATE TABLE IF NOT EXISTS files(symbol TEXT, dataset TEXT, interval TEXT, month TEXT, path TEXT, rows INTEGER,
+    first_ms INTEGER, last_ms INTEGER, sha256 TEXT, written_at TEXT, PRIMARY KEY(symbol, dataset, interval, month));
+CREATE TABLE IF NOT EXISTS coverage(symbol TEXT, dataset TEXT, interval TEXT, from_ms INTEGER, to_ms INTEGER,
+    source TEXT, fetched_at TEXT);
+CREATE TABLE IF NOT EXISTS gaps(symbol TEXT, dataset TEXT, interval TEXT, from_ms INTEGER, to_ms INTEGER, found_at TEXT,
+    PRIMARY KEY(symbol, dataset, interval, from_ms));
+"""
+
+class Store:
+    "Month-partitioned Parquet files plus the SQLite catalogue under `data_dir/raw`"
+    def __init__(self, data_dir:str|Path="data"):
+        self.root = Path(data_dir) / "raw"
+        self.lock = threading.RLock()
+        self._db = None
+
+    def check_writable(self):
+        "Raise `DataError` unless the data folder can be written"
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / f".write-probe-{os.getpid()}"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as e: raise DataError(f"{self.root}: data folder is not writable ({e.strerror})") from None
+
+    @property
+    def db(self)->sqlite3.Connection:
+        "The catalogue (`catalog.sqlite`), opened and its tables created on first use"
+        if self._db is None:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.root / "catalog.sqlite", check_same_thread=False, isolation_level=None,
+                                       timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.executescript(_CATALOG_SQL)
+        return self._db
+
+    def path(self, symbol, dataset, interval, month)->Path:
+        "Where one month of one dataset lives"
+        if interval: return self.root / symbol / dataset / interval / f"{month}.parquet"
+        return self.root / symbol / dataset / f"{month}.parquet"
+
+# %% ../nbs/03_history.ipynb #310b3fc3
+@patch
+def merge_month(self:Store, symbol, dataset, interval, month, new:pd.DataFrame)->tuple:
+    "Add rows to one month file atomically; returns (rows in file, duplicates dropped)"
+    ds = DATASETS[dataset]
+    p = self.path(symbol, dataset, interval, month)
+    with self.lock:
+        old = read_parquet(p) if p.exists() else None
+        dups = int(new[ds.key].duplicated().sum())
+        df = new if old is None or old.empty else pd.concat([old, new], ignore_index=True)
+        df = df.drop_duplicates(subset=[ds.key], keep="last").sort_values(ds.key, kind="stable")
+        df = df.reset_index(drop=True)
+        atomic_write_parquet(df, p)
+        t = df[ds.time_col]
+        first = to_ms(t.iloc[0]) if len(df) else None
+        last = to_ms(t.iloc[-1]) if len(df) else None
+        self.db.execute("INSERT OR REPLACE INTO files VALUES(?,?,?,?,?,?,?,?,?,?)",
+                        (symbol, dataset, interval or "", month, str(p), len(df), first, last, _sha256(p), _now()))
+        return len(df), dups
+
+@patch
+def write_rows(self:Store, symbol, dataset, interval, df:pd.DataFrame)->int:
+    "Split rows by month and merge each month; returns duplicates dropped"
+    if df.empty: return 0
+    t = df[DATASETS[dataset].time_col]
+    keys = t.dt.strftime("%Y-%m")
+    dups = 0
+    for m, part in df.groupby(keys.values, sort=True):
+        dups += self.merge_month(symbol, dataset, interval, m, part)[1]
+    return dups
+
+# %% ../nbs/03_history.ipynb #0f31a658
+@patch
+def load(self:Store, symbol, dataset, interval=None, start=None, end=None)->pd.DataFrame:
+    "Rows of one dataset in [start, end), reading only the months asked for"
+    ds = DATASETS[dataset]
+    folder = self.path(symbol, dataset, interval, "x").parent
+    if not folder.exists(): return empty_frame(dataset)
+    files = sorted(folder.glob("*.parquet"))
+    s, e = to_ms(start), to_ms(end)
+    if s is not None: files = [f for f in files if f.stem >= month_key(s)]
+    if e is not None: files = [f for f in files if f.stem <= month_key(e - 1)]
+    if not files: return empty_frame(dataset)
+    df = pd.concat([read_parquet(f) for f in files], ignore_index=True)
+    t = df[ds.time_col]
+    if s is not None: df = df[t >= pd.Timestamp(s, unit="ms", tz="UTC")]
+    if e is not None: df = df[df[ds.time_col] < pd.Timestamp(e, unit="ms", tz="UTC")]
+    return df.reset_index(drop=True)
+
+# %% ../nbs/03_history.ipynb #b65e7c01
+@patch
+def add_coverage(self:Store, symbol, dataset, interval, from_ms, to_ms, source="rest"):
+    "Record that [from, to) was fetched completely (after its rows are on disk)"
+    with self.lock:
+        self.db.execute("INSERT INTO coverage VALUES(?,?,?,?,?,?,?)",
+                        (symbol, dataset, interval or "", int(from_ms), int(to_ms), source, _now()))
+
+@patch
+def covered(self:Store, symbol, dataset, interval)->list:
+    "Merged [from, to) ranges already fetched"
+    with self.lock:
+        rows = self.db.execute("SELECT from_ms, to_ms FROM coverage WHERE symbol=? AND dataset=? AND interval=? "
+                               "ORDER BY from_ms", (symbol, dataset, interval or "")).fetchall()
+    return merge_ranges(rows)
+
+@patch
+def drop_coverage(self:Store, symbol, dataset, interval, from_ms, to_ms):
+    "Forget coverage overlapping [from, to) (its file was damaged)"
+    with self.lock:
+        self.db.execute("DELETE FROM coverage WHERE symbol=? AND dataset=? AND interval=? "
+                        "AND from_ms < ? AND to_ms > ?", (symbol, dataset, interval or "", int(to_ms), int(from_ms)))
+
+@patch
+def record_gap(self:Store, symbol, dataset, interval, from_ms, to_ms):
+    "Record a gap the exchange really has (after one re-request)"
+    with self.lock:
+        self.db.execute("INSERT OR REPLACE INTO gaps VALUES(?,?,?,?,?,?)",
+                        (symbol, dataset, interval or "", int(from_ms), int(to_ms), _now()))
+
+@patch
+def gaps(self:Store, symbol, dataset, interval)->list:
+    "The recorded gaps of one dataset and interval, as (from, to) in ms"
+    with self.lock:
+        return self.db.execute("SELECT from_ms, to_ms FROM gaps WHERE symbol=? AND dataset=? AND interval=? "
+                               "ORDER BY from_ms", (symbol, dataset, interval or "")).fetchall()
+
+# %% ../nbs/03_history.ipynb #2d844cfa
+@patch
+def quarantine_corrupt(self:Store, symbol, dataset, interval, months:list)->list:
+    "Move unreadable or altered month files aside and forget their coverage; returns the moved paths"
+    moved = []
+    for m in months:
+        p = self.path(symbol, dataset, interval, m)
+        if not p.exists(): continue
+        with self.lock:
+            row = self.db.execute("SELECT sha256 FROM files WHERE symbol=? AND dataset=? AND interval=? AND month=?",
+                                  (symbol, dataset, interval or "", m)).fetchone()
+        bad = False
+        try:
+            pq.read_metadata(p)
+            pq.read_table(p)
+        except Exception: bad = True
+        if not bad and row and row[0] != _sha256(p):
+            log_event("futbot.history", "file_changed_since_catalogued", level=30, path=str(p))
+        if bad:
+            dest = p.with_suffix(f".parquet.corrupt-{int(time.time())}")
+            os.replace(p, dest)
+            moved.append(dest)
+            ms = to_ms(m + "-01")
+            self.drop_coverage(symbol, dataset, interval, ms, next_month(ms))
+            log_event("futbot.history", "corrupt_file_quarantined", level=30, path=str(p), moved_to=str(dest))
+    return moved
+
 # %% ../nbs/03_history.ipynb #573311a9
 def load_bars(symbol:str,              # e.g. BTCUSDT
               interval:str,            # 1m, 5m, 1h, 4h, 1d ...
@@ -314,9 +311,10 @@ def load_bars(symbol:str,              # e.g. BTCUSDT
     df = Store(data_dir).load(symbol.upper(), dataset, interval, start, end)
     return df.set_index("open_time")[BAR_COLS]
 
-# %% ../nbs/03_history.ipynb #8c513615
+# %% ../nbs/03_history.ipynb #45e0efea
 @dataclass
 class TaskResult:
+    "What one task (a dataset and interval) asked, got and found"
     dataset: str
     interval: str
     start: int = 0         # the range actually asked of the exchange (ms)
@@ -330,13 +328,22 @@ class TaskResult:
     report: dict = field(default_factory=dict)
 
 def _step(ds:Dataset, interval:str|None)->int|None:
+    "Expected spacing of a dataset's rows in ms (None: irregular)"
     return interval_ms(interval) if ds.has_interval else ds.step_ms
+
+def windows(a:int, b:int, span:int)->list:
+    "[a, b) cut into consecutive windows of `span` ms"
+    return [(s, min(s + span, b)) for s in range(a, b, span)]
+
+# %% ../nbs/03_history.ipynb #83cbc500
+_AGG_WINDOW_MS = 10 * MINUTE_MS     # aggTrades are fetched in 10-minute windows
 
 def _request(rest:Rest, ds:Dataset, symbol:str, interval:str|None, a:int, b:int)->list:
     "One window [a, b) of one dataset"
     step = _step(ds, interval)
     need = -(-(b - a) // step) if step else ds.window_rows
-    p = {"startTime": a, "endTime": b - 1, "limit": int(min(ds.window_rows, max(need, 5)))}   # a short window costs less weight
+    limit = int(min(ds.window_rows, max(need, 5)))      # a short window costs less weight
+    p = {"startTime": a, "endTime": b - 1, "limit": limit}
     if ds.name == "index": p["pair"] = symbol
     else: p["symbol"] = symbol
     if ds.has_interval: p["interval"] = interval
@@ -352,49 +359,78 @@ def _fetch_agg_trades(rest:Rest, symbol:str, a:int, b:int)->list:
         out += rows
     return [r for r in out if a <= r["T"] < b]
 
-def windows(a:int, b:int, span:int)->list:
-    "[a, b) cut into consecutive windows of `span` ms"
-    return [(s, min(s + span, b)) for s in range(a, b, span)]
+def _in_window(df:pd.DataFrame,  # typed rows
+               col:str,          # their time column
+               a:int, b:int,     # the window [a, b) in ms
+              )->pd.DataFrame:
+    "The rows stamped inside [a, b)"
+    if df.empty: return df
+    t = df[col]
+    return df[(t >= pd.Timestamp(a, unit="ms", tz="UTC")) & (t < pd.Timestamp(b, unit="ms", tz="UTC"))]
 
+def _fetch_window(rest:Rest, ds:Dataset, symbol:str, interval:str|None, a:int, b:int)->pd.DataFrame:
+    "Typed rows of one window [a, b), keeping only the rows stamped inside it"
+    if ds.name == "agg_trades": rows = _fetch_agg_trades(rest, symbol, a, b)
+    else: rows = _request(rest, ds, symbol, interval, a, b)
+    return _in_window(parse(ds.name, rows), ds.time_col, a, b)
+
+# %% ../nbs/03_history.ipynb #75d4a606
+def _covered_end(df:pd.DataFrame,  # the window's rows
+                 ds:Dataset, step:int|None,
+                 a:int, b:int,      # the window [a, b) in ms
+                 end:int,           # the end of the task's range
+                )->int:
+    "Where the coverage of window [a, b) ends"
+    if b == end and step:   # the range's tail: covered only up to the last row received
+        return min(b, index_ms(df[ds.time_col])[-1] + step) if len(df) else a
+    return b
+
+def _bar_done(bar):
+    "Fill a task's progress bar (ranges the exchange no longer keeps count as done)"
+    if bar is not None:
+        bar.update(max(bar.total - bar.n, 0))
+        bar.refresh()
+
+# %% ../nbs/03_history.ipynb #7a5ee457
 def run_task(rest:Rest, store:Store, symbol:str, ds:Dataset, interval:str|None, start:int, end:int,
              bar=None, flush_every:int=20)->TaskResult:
     "Download the missing part of [start, end) for one dataset and interval"
-    res = TaskResult(ds.name, interval or "", start, end); t0 = time.time()
+    res = TaskResult(ds.name, interval or "", start, end)
+    t0 = time.time()
     step = _step(ds, interval)
-    if ds.max_age_ms:   # the exchange keeps only the last `max_age`: start inside it, with an hour to spare as its clock moves on
-        start = max(start, -(-(rest.server_time() - ds.max_age_ms + 3_600_000) // step) * step)
+    if ds.max_age_ms:   # the exchange keeps only the last `max_age`: start inside it, with an hour to spare
+        start = max(start, -(-(rest.server_time() - ds.max_age_ms + HOUR_MS) // step) * step)
     res.start, res.end = start, end
     if start >= end:                                                # nothing the exchange still keeps
-        if bar is not None: bar.update(max(bar.total - bar.n, 0)); bar.refresh()
-        res.seconds = time.time() - t0; return res
-    if ds.name == "agg_trades": span = 600_000
-    else: span = step * ds.window_rows
-    todo = [w for a, b in missing_ranges(start, end, store.covered(symbol, ds.name, interval)) for w in windows(a, b, span)]
+        _bar_done(bar)
+        res.seconds = time.time() - t0
+        return res
+    span = _AGG_WINDOW_MS if ds.name == "agg_trades" else step * ds.window_rows
+    todo = [w for a, b in missing_ranges(start, end, store.covered(symbol, ds.name, interval))
+            for w in windows(a, b, span)]
     pending, pending_windows = [], []
     def flush():
         if pending:
             df = pd.concat(pending, ignore_index=True)
             res.duplicates += store.write_rows(symbol, ds.name, interval, df)
         for a, b in pending_windows: store.add_coverage(symbol, ds.name, interval, a, b)
-        pending.clear(); pending_windows.clear()
+        pending.clear()
+        pending_windows.clear()
     for a, b in todo:
         w0 = rest.thread_weight()
-        rows = _fetch_agg_trades(rest, symbol, a, b) if ds.name == "agg_trades" else _request(rest, ds, symbol, interval, a, b)
-        df = parse(ds.name, rows)
-        if not df.empty:
-            t = df[ds.time_col]
-            df = df[(t >= pd.Timestamp(a, unit="ms", tz="UTC")) & (t < pd.Timestamp(b, unit="ms", tz="UTC"))]
-        res.requests += 1; res.weight += rest.thread_weight() - w0; res.rows += len(df)
+        df = _fetch_window(rest, ds, symbol, interval, a, b)
+        res.requests += 1
+        res.weight += rest.thread_weight() - w0
+        res.rows += len(df)
         if len(df): pending.append(df)
-        cov_b = b
-        if b == end and step:   # the range's tail: covered only up to the last row received, so late rows are fetched next run
-            cov_b = min(b, _ms_array(df[ds.time_col])[-1] + step) if len(df) else a
+        cov_b = _covered_end(df, ds, step, a, b, end)
         if cov_b > a: pending_windows.append((a, cov_b))
         if bar is not None:
-            bar.update(b - a); bar.set_postfix(rows=res.rows, req=res.requests, weight=rest.limiter.total, refresh=False)
+            bar.update(b - a)
+            bar.set_postfix(rows=res.rows, req=res.requests, weight=rest.limiter.total, refresh=False)
         if len(pending_windows) >= flush_every: flush()
     flush()
-    if bar is not None: bar.update(max(bar.total - bar.n, 0)); bar.refresh()   # ranges the exchange no longer keeps count as done
+    _bar_done(bar)   # ranges the exchange no longer keeps count as done
     res.seconds = time.time() - t0
     return res
 
@@ -413,12 +449,12 @@ def find_gaps(times:np.ndarray, step:int, start:int|None=None, end:int|None=None
 
 def validate_frame(df:pd.DataFrame, ds:Dataset, step:int|None, start:int|None=None, end:int|None=None)->dict:
     "Quality report of one dataset's stored rows"
-    t = _ms_array(df[ds.time_col]) if len(df) else np.array([], "int64")
-    r = {"rows": int(len(df)), "first": _iso(t[0]) if len(t) else None, "last": _iso(t[-1]) if len(t) else None,
+    t = index_ms(df[ds.time_col]) if len(df) else np.array([], "int64")
+    r = {"rows": int(len(df)), "first": ms_to_iso(t[0]) if len(t) else None, "last": ms_to_iso(t[-1]) if len(t) else None,
          "duplicates": int(df[ds.key].duplicated().sum()) if len(df) else 0,
          "non_monotonic": int((np.diff(t) < 0).sum()) if len(t) > 1 else 0}
     gaps = find_gaps(t, step, start, end) if step else []
-    r["gaps"] = [[_iso(a), _iso(b)] for a, b in gaps]; r["gap_ms"] = gaps
+    r["gaps"] = [[ms_to_iso(a), ms_to_iso(b)] for a, b in gaps]; r["gap_ms"] = gaps
     if ds.has_interval and len(df):
         o, h, l, c, v = (df[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
         r["ohlc_violations"] = int(((l > np.minimum(o, c)) | (h < np.maximum(o, c)) | (l > h)).sum())
@@ -431,14 +467,7 @@ def validate_frame(df:pd.DataFrame, ds:Dataset, step:int|None, start:int|None=No
         r["stale_runs"] = int((runs >= 30).sum())
     return r
 
-def _ms_array(s:pd.Series)->np.ndarray:
-    "Integer ms of a UTC timestamp (or int) column"
-    if str(s.dtype).startswith("datetime64"): return s.dt.as_unit("ms").astype("int64").to_numpy()
-    return s.to_numpy(dtype="int64")
-
-def _iso(ms)->str: return datetime.fromtimestamp(int(ms) / 1000, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-# %% ../nbs/03_history.ipynb #52ce2e3d
+# %% ../nbs/03_history.ipynb #c7a211a3
 KLINE_SETS = ("klines", "mark", "index", "premium")
 
 def plan_range(server_now:int, start=None, end=None, months:int|None=None)->tuple:
@@ -446,29 +475,33 @@ def plan_range(server_now:int, start=None, end=None, months:int|None=None)->tupl
     e = to_ms(end) if end is not None else None
     s = to_ms(start) if start is not None else None
     if s is None and months is None: raise UsageError("give --start or --months")
-    if s is not None and months is not None and e is None: e = to_ms(pd.Timestamp(s, unit="ms", tz="UTC") + pd.DateOffset(months=months))
+    if s is not None and months is not None and e is None: e = add_months(s, months)
     if e is None: e = server_now
-    if s is None: s = sub_months(e, months)
-    if e <= s: raise UsageError(f"end {_iso(e)} is not after start {_iso(s)}")
+    if s is None: s = add_months(e, -months)
+    if e <= s: raise UsageError(f"end {ms_to_iso(e)} is not after start {ms_to_iso(s)}")
     return s, min(e, server_now)
 
-def download(symbol:str, datasets:list, intervals:list|None=None, price_interval:str="1m", start=None, end=None, months:int|None=None,
-             exchange:str="binance", data_dir:str|Path="data", weight_budget:int=2400, weight_window_s:float=60.0,
-             workers:int=4, agg_hours:float=1.0, book_every_s:float=60.0, progress:bool=True, rest:Rest|None=None)->list:
-    "Download what is missing of `datasets` for `symbol`, validate it, return one `TaskResult` per task"
+# %% ../nbs/03_history.ipynb #6765f77f
+def _checked_intervals(datasets:list,           # dataset names asked for
+                       intervals:list|None,     # kline intervals asked for (None: the default set)
+                       price_interval:str,      # interval of mark/index/premium klines
+                      )->list:                  # the kline intervals to fetch
+    "Refuse unknown datasets and intervals with a one-line `UsageError`"
     bad = [d for d in datasets if d not in DATASETS or d in ("book_ticker", "book_depth")]
-    if bad: raise UsageError(f"unknown dataset {bad[0]!r}: use {', '.join(k for k in DATASETS if not k.startswith('book_'))}")
+    if bad:
+        known = ", ".join(k for k in DATASETS if not k.startswith("book_"))
+        raise UsageError(f"unknown dataset {bad[0]!r}: use {known}")
     intervals = intervals or ["1m", "5m", "1h", "4h", "1d"]
     for iv in intervals + [price_interval]:
         try: interval_ms(iv)
         except ValueError as e: raise UsageError(str(e)) from None
-    symbol = symbol.upper()
-    store = Store(data_dir); store.check_writable()
-    rest = rest or Rest(exchange, WeightLimiter(weight_budget, weight_window_s))
-    known = rest.symbols()
-    if symbol not in known: raise UsageError(f"unknown symbol {symbol} on {rest.base} (it lists {', '.join(sorted(known)[:10])})")
-    now = rest.server_time()
-    s, e = plan_range(now, start, end, months)
+    return intervals
+
+def _plan_tasks(datasets:list, intervals:list, price_interval:str,
+                s:int, e:int,         # the run's range [s, e) in ms
+                agg_hours:float,      # hours of recent aggTrades
+               )->list:               # (Dataset, interval or None, start, end) per task
+    "The tasks of a run, each with the range it may ask of the exchange"
     tasks = []
     for d in datasets:
         ds = DATASETS[d]
@@ -477,29 +510,135 @@ def download(symbol:str, datasets:list, intervals:list|None=None, price_interval
             st = s
             if ds.has_interval: st = -(-s // interval_ms(iv)) * interval_ms(iv)
             en = e
-            if ds.has_interval: en = (e // interval_ms(iv)) * interval_ms(iv)   # last closed bar ends at or before the server's now
-            elif ds.max_age_ms: en = ((e - ds.step_ms) // ds.step_ms + 1) * ds.step_ms  # a 5-minute statistic is public once its period ends
-            if d == "agg_trades": st = max(s, e - int(agg_hours * 3_600_000))
+            if ds.has_interval:   # the last closed bar ends at or before the server's now
+                en = (e // interval_ms(iv)) * interval_ms(iv)
+            elif ds.max_age_ms:   # a 5-minute statistic is public once its period ends
+                en = ((e - ds.step_ms) // ds.step_ms + 1) * ds.step_ms
+            if d == "agg_trades": st = max(s, e - int(agg_hours * HOUR_MS))
             tasks.append((ds, iv, st, en))
-    for ds, iv, st, en in tasks: store.quarantine_corrupt(symbol, ds.name, iv, months_between(st, en) if en > st else [])
-    stop = threading.Event(); book_thread = None
+    return tasks
+
+# %% ../nbs/03_history.ipynb #005b9a0f
+def _finish(rest, store, symbol, ds, iv, st, en, r:TaskResult):
+    "Validate one task, re-request its gaps once, record the real ones, write its report"
+    step = _step(ds, iv)
+    if en <= st:
+        r.report = {"rows": 0, "note": "nothing to fetch in range"}
+        return
+    df = store.load(symbol, ds.name, iv, st, en)
+    rep = validate_frame(df, ds, step, st, en) if step else validate_frame(df, ds, None)
+    if rep.get("gap_ms"):
+        _refetch_gaps(rest, store, symbol, ds, iv, step, rep["gap_ms"], r)
+        df = store.load(symbol, ds.name, iv, st, en)
+        rep = validate_frame(df, ds, step, st, en)
+        for a, b in rep["gap_ms"]:
+            if b < en: store.record_gap(symbol, ds.name, iv, a, b)   # a gap at the very end may only be late
+    r.gaps = rep.pop("gap_ms", [])
+    rep["duplicates_dropped"] = r.duplicates
+    r.report = rep
+    _write_json(store.path(symbol, ds.name, iv, "x").parent / "validation.json", rep)
+
+def _refetch_gaps(rest:Rest, store:Store, symbol:str, ds:Dataset, iv:str|None, step:int,
+                  gaps:list,         # [from, to) ranges in ms found missing
+                  r:TaskResult):     # counts the requests
+    "Ask each gap not already known to be real once more, window by window, and store what comes"
+    known = {(a, b) for a, b in store.gaps(symbol, ds.name, iv)}
+    span = step * ds.window_rows
+    for a, b in [w for g in gaps if tuple(g) not in known for w in windows(g[0], g[1], span)]:
+        rows = parse(ds.name, _request(rest, ds, symbol, iv, a, b))
+        r.requests += 1
+        if not rows.empty: store.write_rows(symbol, ds.name, iv, _in_window(rows, ds.time_col, a, b))
+
+def _write_json(out:Path, obj:dict):
+    "Write `obj` as JSON to `out` through a temp file and an atomic rename"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    os.replace(tmp, out)
+
+# %% ../nbs/03_history.ipynb #db91f6d6
+def _book_loop(rest, store, symbol, every_s, stop):
+    "Order-book snapshots (top 100 levels) every `every_s` seconds while the download runs"
+    while True:
+        try:
+            d = rest.call("depth", symbol=symbol, limit=100)
+            t = pd.Timestamp(int(d.get("T") or d.get("E") or time.time() * 1000), unit="ms", tz="UTC")
+            rows = [(t, side, i, float(p), float(q), int(d["lastUpdateId"]))
+                    for side, lv in (("bid", d["bids"]), ("ask", d["asks"])) for i, (p, q) in enumerate(lv)]
+            df = pd.DataFrame(rows, columns=["time", "side", "level", "price", "qty", "last_update_id"])
+            df["key"] = df["time"].astype("int64").astype(str) + df["side"] + df["level"].astype(str)
+            _book_write(store, symbol, df)
+        except ExchangeError as e: log_event("futbot.history", "book_snapshot_failed", level=30, error=str(e))
+        if stop.wait(every_s): return
+
+def _book_write(store, symbol, df):
+    "Add one snapshot to its month file (de-duplicated by key)"
+    m = month_key(to_ms(df["time"].iloc[0]))
+    p = store.path(symbol, "book", None, m)
+    with store.lock:
+        old = read_parquet(p) if p.exists() else None
+        out = df if old is None else pd.concat([old, df], ignore_index=True).drop_duplicates("key", keep="last")
+        atomic_write_parquet(out, p)
+
+# %% ../nbs/03_history.ipynb #196da8da
+_BAR_FORMAT = "{desc:28s} {percentage:3.0f}%|{bar:20}| {postfix}"
+
+def _run_tasks(rest:Rest, store:Store, symbol:str, tasks:list, workers:int, progress:bool,
+               bars:dict,      # filled with the progress bar of each task; the caller closes them
+              )->list:         # one `TaskResult` per task, in the order they finished
+    "Run the tasks in parallel threads, validating each as it finishes"
     results = []
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks) or 1))) as ex:
+        futs = {}
+        for i, (ds, iv, st, en) in enumerate(tasks):
+            bar = progress_bar(max(en - st, 0), f"{symbol} {ds.name} {iv or ''}".strip(), unit="ms",
+                               disable=not progress, position=i, leave=True, unit_scale=False,
+                               bar_format=_BAR_FORMAT, mininterval=1.0)
+            bars[(ds.name, iv)] = bar
+            futs[ex.submit(run_task, rest, store, symbol, ds, iv, st, en, bar)] = (ds, iv, st, en)
+        for f in as_completed(futs):
+            ds, iv, st, en = futs[f]
+            r = f.result()
+            _finish(rest, store, symbol, ds, iv, r.start, r.end, r)
+            results.append(r)
+    return results
+
+# %% ../nbs/03_history.ipynb #213a0742
+def download(symbol:str,                  # e.g. BTCUSDT
+             datasets:list,               # keys of `DATASETS` (not book_ticker or book_depth)
+             intervals:list|None=None,    # kline intervals (default: 1m 5m 1h 4h 1d)
+             price_interval:str="1m",     # interval of mark/index/premium klines
+             start=None, end=None,        # range: datetime, ISO string or ms (end capped at the server's now)
+             months:int|None=None,        # or this many months: after `start`, or before `end` (default now)
+             exchange:str="binance",      # binance, testnet or a base URL
+             data_dir:str|Path="data",
+             weight_budget:int=2400,      # weight per window of a new limiter (unused with `rest`)
+             weight_window_s:float=60.0,
+             workers:int=4,               # parallel tasks sharing the limiter
+             agg_hours:float=1.0,         # hours of recent aggTrades
+             book_every_s:float=60.0,     # seconds between order-book snapshots (dataset `book`)
+             progress:bool=True,          # progress bars
+             rest:Rest|None=None,         # REST access (default: a new one on `exchange`)
+            )->list:
+    "Download what is missing of `datasets` for `symbol`, validate it, return one `TaskResult` per task"
+    intervals = _checked_intervals(datasets, intervals, price_interval)
+    symbol = symbol.upper()
+    store = Store(data_dir)
+    store.check_writable()
+    rest = rest or Rest(exchange, WeightLimiter(weight_budget, weight_window_s))
+    known = rest.symbols()
+    if symbol not in known:
+        raise UsageError(f"unknown symbol {symbol} on {rest.base} (it lists {', '.join(sorted(known)[:10])})")
+    now = rest.server_time()
+    s, e = plan_range(now, start, end, months)
+    tasks = _plan_tasks(datasets, intervals, price_interval, s, e, agg_hours)
+    for ds, iv, st, en in tasks:
+        store.quarantine_corrupt(symbol, ds.name, iv, months_between(st, en) if en > st else [])
+    stop, book_thread, bars = threading.Event(), None, {}
     if "book" in datasets:
-        book_thread = threading.Thread(target=_book_loop, args=(rest, store, symbol, book_every_s, stop), daemon=True); book_thread.start()
-    bars = {}
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks) or 1))) as ex:
-            futs = {}
-            for i, (ds, iv, st, en) in enumerate(tasks):
-                bar = tqdm(total=max(en - st, 0), desc=f"{symbol} {ds.name} {iv or ''}".strip(), position=i, leave=True, disable=not progress,
-                           unit="ms", unit_scale=False, bar_format="{desc:28s} {percentage:3.0f}%|{bar:20}| {postfix}", mininterval=1.0)
-                bars[(ds.name, iv)] = bar
-                futs[ex.submit(run_task, rest, store, symbol, ds, iv, st, en, bar)] = (ds, iv, st, en)
-            for f in as_completed(futs):
-                ds, iv, st, en = futs[f]
-                r = f.result()
-                _finish(rest, store, symbol, ds, iv, r.start, r.end, r)
-                results.append(r)
+        book_thread = threading.Thread(target=_book_loop, args=(rest, store, symbol, book_every_s, stop), daemon=True)
+        book_thread.start()
+    try: results = _run_tasks(rest, store, symbol, tasks, workers, progress, bars)
     finally:
         stop.set()
         if book_thread: book_thread.join(timeout=30)
@@ -510,72 +649,31 @@ def download(symbol:str, datasets:list, intervals:list|None=None, price_interval
     results.sort(key=lambda r: order.get((r.dataset, r.interval), 1e9))
     return results
 
-def _finish(rest, store, symbol, ds, iv, st, en, r:TaskResult):
-    "Validate one task, re-request its gaps once, record the real ones, write its report"
-    step = _step(ds, iv)
-    if en <= st: r.report = {"rows": 0, "note": "nothing to fetch in range"}; return
-    df = store.load(symbol, ds.name, iv, st, en)
-    rep = validate_frame(df, ds, step, st, en) if step else validate_frame(df, ds, None)
-    if rep.get("gap_ms"):
-        known = {(a, b) for a, b in store.gaps(symbol, ds.name, iv)}
-        span = step * ds.window_rows
-        for a, b in [w for g in rep["gap_ms"] if tuple(g) not in known for w in windows(g[0], g[1], span)]:
-            rows = parse(ds.name, _request(rest, ds, symbol, iv, a, b))
-            r.requests += 1
-            if not rows.empty:
-                t = rows[ds.time_col]
-                rows = rows[(t >= pd.Timestamp(a, unit="ms", tz="UTC")) & (t < pd.Timestamp(b, unit="ms", tz="UTC"))]
-                store.write_rows(symbol, ds.name, iv, rows)
-        df = store.load(symbol, ds.name, iv, st, en)
-        rep = validate_frame(df, ds, step, st, en)
-        for a, b in rep["gap_ms"]:
-            if b < en: store.record_gap(symbol, ds.name, iv, a, b)   # a gap at the very end may only be late: not recorded
-    r.gaps = rep.pop("gap_ms", [])
-    rep["duplicates_dropped"] = r.duplicates
-    r.report = rep
-    out = store.path(symbol, ds.name, iv, "x").parent / "validation.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp"); tmp.write_text(json.dumps(rep, indent=1)); os.replace(tmp, out)
-
-def _book_loop(rest, store, symbol, every_s, stop):
-    "Order-book snapshots (top 100 levels) every `every_s` seconds while the download runs"
-    while True:
-        try:
-            d = rest.call("depth", symbol=symbol, limit=100)
-            t = pd.Timestamp(int(d.get("T") or d.get("E") or time.time() * 1000), unit="ms", tz="UTC")
-            rows = [(t, side, i, float(p), float(q), int(d["lastUpdateId"])) for side, lv in (("bid", d["bids"]), ("ask", d["asks"])) for i, (p, q) in enumerate(lv)]
-            df = pd.DataFrame(rows, columns=["time", "side", "level", "price", "qty", "last_update_id"])
-            df["key"] = df["time"].astype("int64").astype(str) + df["side"] + df["level"].astype(str)
-            _book_write(store, symbol, df)
-        except ExchangeError as e: log_event("futbot.history", "book_snapshot_failed", level=30, error=str(e))
-        if stop.wait(every_s): return
-
-def _book_write(store, symbol, df):
-    m = month_key(to_ms(df["time"].iloc[0])); p = store.path(symbol, "book", None, m)
-    with store.lock:
-        old = read_parquet(p) if p.exists() else None
-        out = df if old is None else pd.concat([old, df], ignore_index=True).drop_duplicates("key", keep="last")
-        atomic_write_parquet(out, p)
-
+# %% ../nbs/03_history.ipynb #ed1b4e11
 def summary_table(results:list)->str:
     "The end-of-run table: one line per dataset and interval"
-    hdr = f"{'dataset':14s} {'interval':8s} {'rows':>9s} {'requests':>8s} {'weight':>7s} {'gaps':>5s} {'dups':>5s} {'ohlc':>5s} {'outl':>5s} {'stale':>5s} {'s':>6s}"
+    hdr = (f"{'dataset':14s} {'interval':8s} {'rows':>9s} {'requests':>8s} {'weight':>7s} {'gaps':>5s} {'dups':>5s} "
+           f"{'ohlc':>5s} {'outl':>5s} {'stale':>5s} {'s':>6s}")
     lines = [hdr, "-" * len(hdr)]
     for r in results:
         rep = r.report or {}
-        lines.append(f"{r.dataset:14s} {r.interval or '-':8s} {rep.get('rows', r.rows):>9} {r.requests:>8} {r.weight:>7} {len(r.gaps):>5} "
-                     f"{rep.get('duplicates', 0):>5} {rep.get('ohlc_violations', '-'):>5} {rep.get('outliers', '-'):>5} {rep.get('stale_runs', '-'):>5} {r.seconds:>6.1f}")
+        lines.append(f"{r.dataset:14s} {r.interval or '-':8s} {rep.get('rows', r.rows):>9} {r.requests:>8} "
+                     f"{r.weight:>7} {len(r.gaps):>5} {rep.get('duplicates', 0):>5} "
+                     f"{rep.get('ohlc_violations', '-'):>5} {rep.get('outliers', '-'):>5} "
+                     f"{rep.get('stale_runs', '-'):>5} {r.seconds:>6.1f}")
     return "\n".join(lines)
 
-# %% ../nbs/03_history.ipynb #63cdf384
-VISION_DATASETS = {"klines": "klines", "markPriceKlines": "mark", "indexPriceKlines": "index", "premiumIndexKlines": "premium",
-                   "aggTrades": "agg_trades", "fundingRate": "funding", "metrics": "open_interest",
-                   "bookTicker": "book_ticker", "bookDepth": "book_depth"}
+# %% ../nbs/03_history.ipynb #4d8d7e50
+VISION_DATASETS = {"klines": "klines", "markPriceKlines": "mark", "indexPriceKlines": "index",
+                   "premiumIndexKlines": "premium", "aggTrades": "agg_trades", "fundingRate": "funding",
+                   "metrics": "open_interest", "bookTicker": "book_ticker", "bookDepth": "book_depth"}
 _VCOLS = {
-    "klines": "open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,taker_buy_quote_volume,ignore",
+    "klines": ("open_time,open,high,low,close,volume,close_time,quote_volume,count,taker_buy_volume,"
+               "taker_buy_quote_volume,ignore"),
     "aggTrades": "agg_trade_id,price,quantity,first_trade_id,last_trade_id,transact_time,is_buyer_maker",
     "fundingRate": "calc_time,funding_interval_hours,last_funding_rate",
-    "metrics": "create_time,symbol,sum_open_interest,sum_open_interest_value,count_toptrader_long_short_ratio,sum_toptrader_long_short_ratio,count_long_short_ratio,sum_taker_long_short_vol_ratio",
+    "metrics": ("create_time,symbol,sum_open_interest,sum_open_interest_value,count_toptrader_long_short_ratio,"
+                "sum_toptrader_long_short_ratio,count_long_short_ratio,sum_taker_long_short_vol_ratio"),
     "bookTicker": "update_id,best_bid_price,best_bid_qty,best_ask_price,best_ask_qty,transaction_time,event_time",
     "bookDepth": "timestamp,percentage,depth,notional",
 }
@@ -585,45 +683,81 @@ def _ms_col(x:pd.Series)->np.ndarray:
     if pd.api.types.is_numeric_dtype(x):
         v = x.to_numpy(dtype="int64")
         return np.where(v >= 10**15, v // 1000, v)
-    return _ms_array(pd.to_datetime(x, utc=True))
+    return index_ms(pd.to_datetime(x, utc=True))
 
-def read_vision_csv(zpath:Path, vds:str)->pd.DataFrame:
-    "Typed frame of one archive, with or without a header row"
-    kind = "klines" if vds.endswith("Klines") or vds == "klines" else vds
-    names = _VCOLS[kind].split(",")
+# %% ../nbs/03_history.ipynb #d9ccc3b2
+def _read_zip_csv(zpath:Path,    # a .zip holding one CSV
+                  names:list,    # the column names of its layout
+                 )->pd.DataFrame:
+    "The archive's CSV with its columns named, whether or not it has a header row"
     with zipfile.ZipFile(zpath) as z:
         inner = [n for n in z.namelist() if n.endswith(".csv")]
         if len(inner) != 1: raise DataError(f"{zpath}: expected one CSV inside, found {len(inner)}")
         raw = z.read(inner[0]).decode("utf-8")
     first = raw.split("\n", 1)[0].split(",")[0].strip()
     has_header = not re.fullmatch(r"-?[\d.]+|\d{4}-\d\d-\d\d.*", first or "0")
-    df = pd.read_csv(io.StringIO(raw), header=0 if has_header else None, names=None if has_header else names, dtype={"symbol": str})
+    df = pd.read_csv(io.StringIO(raw), header=0 if has_header else None, names=None if has_header else names,
+                     dtype={"symbol": str})
     if has_header: df.columns = names[:len(df.columns)]
-    ts = lambda c: _ts(_ms_col(df[c]))
-    if kind == "klines":
-        out = pd.DataFrame({"open_time": ts("open_time")})
-        for c in ("open", "high", "low", "close", "volume", "quote_volume"): out[c] = df[c].astype("float64")
-        out["trades"] = df["count"].astype("int64")
-        out["taker_buy_volume"] = df["taker_buy_volume"].astype("float64"); out["taker_buy_quote_volume"] = df["taker_buy_quote_volume"].astype("float64")
-        return out
-    if kind == "aggTrades":
-        return pd.DataFrame({"agg_id": df["agg_trade_id"].astype("int64"), "price": df["price"].astype("float64"), "qty": df["quantity"].astype("float64"),
-                             "first_id": df["first_trade_id"].astype("int64"), "last_id": df["last_trade_id"].astype("int64"), "time": ts("transact_time"),
-                             "is_buyer_maker": df["is_buyer_maker"].astype(str).str.lower().eq("true").to_numpy()})
-    if kind == "fundingRate":
-        return pd.DataFrame({"funding_time": ts("calc_time"), "funding_rate": df["last_funding_rate"].astype("float64"), "mark_price": np.nan})
-    if kind == "metrics":
-        return pd.DataFrame({"timestamp": ts("create_time"), "sum_open_interest": df["sum_open_interest"].astype("float64"),
-                             "sum_open_interest_value": df["sum_open_interest_value"].astype("float64")})
-    if kind == "bookTicker":
-        return pd.DataFrame({"update_id": df["update_id"].astype("int64"), "bid": df["best_bid_price"].astype("float64"), "bid_qty": df["best_bid_qty"].astype("float64"),
-                             "ask": df["best_ask_price"].astype("float64"), "ask_qty": df["best_ask_qty"].astype("float64"), "time": ts("transaction_time")})
-    out = pd.DataFrame({"timestamp": ts("timestamp"), "percentage": df["percentage"].astype("float64"), "depth": df["depth"].astype("float64"), "notional": df["notional"].astype("float64")})
+    return df
+
+def read_vision_csv(zpath:Path, vds:str)->pd.DataFrame:
+    "Typed frame of one archive, with or without a header row"
+    kind = "klines" if vds.endswith("Klines") or vds == "klines" else vds
+    names = _VCOLS[kind].split(",")
+    df = _read_zip_csv(zpath, names)
+    return _VISION_FRAMES[kind](df)
+
+# %% ../nbs/03_history.ipynb #4c9b4a55
+def _vts(df:pd.DataFrame, c:str)->pd.DatetimeIndex:
+    "Column `c` of an archive as UTC timestamps"
+    return _stamps(_ms_col(df[c]))
+
+def _vision_klines(df:pd.DataFrame)->pd.DataFrame:
+    "Kline-family archive rows in the `parse_klines` schema"
+    out = pd.DataFrame({"open_time": _vts(df, "open_time")})
+    for c in ("open", "high", "low", "close", "volume", "quote_volume"): out[c] = df[c].astype("float64")
+    out["trades"] = df["count"].astype("int64")
+    out["taker_buy_volume"] = df["taker_buy_volume"].astype("float64")
+    out["taker_buy_quote_volume"] = df["taker_buy_quote_volume"].astype("float64")
+    return out
+
+def _vision_agg_trades(df:pd.DataFrame)->pd.DataFrame:
+    "aggTrades archive rows in the REST schema"
+    return pd.DataFrame({"agg_id": df["agg_trade_id"].astype("int64"), "price": df["price"].astype("float64"),
+                         "qty": df["quantity"].astype("float64"), "first_id": df["first_trade_id"].astype("int64"),
+                         "last_id": df["last_trade_id"].astype("int64"), "time": _vts(df, "transact_time"),
+                         "is_buyer_maker": df["is_buyer_maker"].astype(str).str.lower().eq("true").to_numpy()})
+
+def _vision_funding(df:pd.DataFrame)->pd.DataFrame:
+    "fundingRate archive rows (they carry no mark price)"
+    return pd.DataFrame({"funding_time": _vts(df, "calc_time"),
+                         "funding_rate": df["last_funding_rate"].astype("float64"), "mark_price": np.nan})
+
+def _vision_metrics(df:pd.DataFrame)->pd.DataFrame:
+    "metrics archive rows as open interest"
+    return pd.DataFrame({"timestamp": _vts(df, "create_time"),
+                         "sum_open_interest": df["sum_open_interest"].astype("float64"),
+                         "sum_open_interest_value": df["sum_open_interest_value"].astype("float64")})
+
+def _vision_book_ticker(df:pd.DataFrame)->pd.DataFrame:
+    "bookTicker archive rows"
+    return pd.DataFrame({"update_id": df["update_id"].astype("int64"), "bid": df["best_bid_price"].astype("float64"),
+                         "bid_qty": df["best_bid_qty"].astype("float64"), "ask": df["best_ask_price"].astype("float64"),
+                         "ask_qty": df["best_ask_qty"].astype("float64"), "time": _vts(df, "transaction_time")})
+
+def _vision_book_depth(df:pd.DataFrame)->pd.DataFrame:
+    "bookDepth archive rows, keyed by time and depth percentage"
+    out = pd.DataFrame({"timestamp": _vts(df, "timestamp"), "percentage": df["percentage"].astype("float64"),
+                        "depth": df["depth"].astype("float64"), "notional": df["notional"].astype("float64")})
     out["key"] = out["timestamp"].dt.strftime("%Y%m%d%H%M%S") + "|" + out["percentage"].astype(str)
     return out
 
-DATASETS["book_depth"] = Dataset("book_depth", "", "timestamp", "key", False, None, 0)
+_VISION_FRAMES = {"klines": _vision_klines, "aggTrades": _vision_agg_trades, "fundingRate": _vision_funding,
+                  "metrics": _vision_metrics, "bookTicker": _vision_book_ticker, "bookDepth": _vision_book_depth}
+DATASETS["book_depth"] = Dataset("book_depth", "", "timestamp", "key", False, None, 0)   # one row per time and level
 
+# %% ../nbs/03_history.ipynb #b025bf8c
 def verify_checksum(zpath:Path)->str|None:
     "None if the archive matches its .CHECKSUM, else what is wrong"
     c = Path(str(zpath) + ".CHECKSUM")
@@ -631,9 +765,11 @@ def verify_checksum(zpath:Path)->str|None:
     want = c.read_text().split()
     if not want: return f"{c}: empty checksum file"
     got = _sha256(zpath)
-    return None if got == want[0].lower() else f"{zpath}: sha256 {got[:12]}... does not match its .CHECKSUM {want[0][:12]}..."
+    if got == want[0].lower(): return None
+    return f"{zpath}: sha256 {got[:12]}... does not match its .CHECKSUM {want[0][:12]}..."
 
-_VNAME = re.compile(r"^(?P<sym>[A-Z0-9]+)-(?:(?P<iv>\d+[smhdwM])-|(?P<ds>[A-Za-z]+)-)?(?P<period>\d{4}-\d\d(?:-\d\d)?)\.zip$")
+_VNAME = re.compile(r"^(?P<sym>[A-Z0-9]+)-(?:(?P<iv>\d+[smhdwM])-|(?P<ds>[A-Za-z]+)-)?"
+                    r"(?P<period>\d{4}-\d\d(?:-\d\d)?)\.zip$")
 
 def find_archives(root:Path)->list:
     "(kind, vision dataset, symbol, interval, period, path) of every archive under `root`"
@@ -651,34 +787,59 @@ def find_archives(root:Path)->list:
     return out
 
 def _period_range(period:str)->tuple:
+    "[from, to) in ms of an archive's period: a month (YYYY-MM) or a day (YYYY-MM-DD)"
     a = to_ms(period + ("-01" if len(period) == 7 else ""))
-    return a, (next_month(a) if len(period) == 7 else a + 86_400_000)
+    return a, (next_month(a) if len(period) == 7 else a + DAY_MS)
 
-def import_vision(from_dir:str|Path, data_dir:str|Path="data", symbols:list|None=None, datasets:list|None=None,
-                  intervals:list|None=None, progress:bool=True)->dict:
-    "Import bulk archives into the store; returns counts and the refused files"
-    root = Path(from_dir)
-    if not root.is_dir(): raise UsageError(f"{root}: archive folder not found")
-    store = Store(data_dir); store.check_writable()
-    arch = find_archives(root)
+# %% ../nbs/03_history.ipynb #a14876eb
+def _select_archives(arch:list, symbols:list|None, datasets:list|None, intervals:list|None)->list:
+    "The archives of `find_archives` that match the request (None: any)"
     if symbols: arch = [a for a in arch if a[2] in {s.upper() for s in symbols}]
     if datasets: arch = [a for a in arch if VISION_DATASETS[a[1]] in datasets or a[1] in datasets]
     if intervals: arch = [a for a in arch if a[3] is None or a[3] in intervals]
-    if not arch: raise UsageError(f"{root}: no data.binance.vision archives (data/futures/um/...) matching the request")
+    return arch
+
+def _monthly_first(arch:list)->list:
+    "Monthly archives, then daily ones for months no monthly archive covers, each kind by period"
     monthly = {(a[1], a[2], a[3], a[4]) for a in arch if a[0] == "monthly"}
     arch = [a for a in arch if a[0] == "monthly" or (a[1], a[2], a[3], a[4][:7]) not in monthly]
     arch.sort(key=lambda a: (a[0] != "monthly", a[4]))
+    return arch
+
+def import_vision(from_dir:str|Path,              # folder holding data/futures/um/...
+                  data_dir:str|Path="data",
+                  symbols:list|None=None,          # only these symbols (None: all)
+                  datasets:list|None=None,         # only these datasets, store or vision names (None: all)
+                  intervals:list|None=None,        # only these kline intervals (None: all)
+                  progress:bool=True)->dict:       # files, rows and the refused files
+    "Import bulk archives into the store; returns counts and the refused files"
+    root = Path(from_dir)
+    if not root.is_dir(): raise UsageError(f"{root}: archive folder not found")
+    store = Store(data_dir)
+    store.check_writable()
+    arch = _select_archives(find_archives(root), symbols, datasets, intervals)
+    if not arch: raise UsageError(f"{root}: no data.binance.vision archives (data/futures/um/...) matching the request")
+    arch = _monthly_first(arch)
     refused, rows, files = [], 0, 0
-    for kind, vds, sym, iv, period, z in tqdm(arch, desc="vision import", disable=not progress, unit="file"):
+    bar = progress_bar(len(arch), "vision import", unit="file", disable=not progress)
+    for kind, vds, sym, iv, period, z in arch:
+        bar.update(1)
         err = verify_checksum(z)
-        if err: refused.append(err); log_event("futbot.history", "archive_refused", level=30, reason=err); continue
+        if err:
+            refused.append(err)
+            log_event("futbot.history", "archive_refused", level=30, reason=err)
+            continue
         try: df = read_vision_csv(z, vds)
         except (DataError, ValueError, KeyError, zipfile.BadZipFile) as e:
-            refused.append(f"{z}: unreadable archive ({e})"); continue
+            refused.append(f"{z}: unreadable archive ({e})")
+            continue
         ds = VISION_DATASETS[vds]
         store.write_rows(sym, ds, iv, df)
-        a, b = _period_range(period); store.add_coverage(sym, ds, iv, a, b, source="vision")
-        rows += len(df); files += 1
+        a, b = _period_range(period)
+        store.add_coverage(sym, ds, iv, a, b, source="vision")
+        rows += len(df)
+        files += 1
+    bar.close()
     return {"files": files, "rows": rows, "refused": refused}
 
 # %% ../nbs/03_history.ipynb #9a7ae48a

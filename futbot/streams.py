@@ -4,19 +4,21 @@
 
 # %% ../nbs/04_streams.ipynb #3f11b998
 from __future__ import annotations
-import argparse, asyncio, heapq, json, logging, math, random, signal, sys, threading, time
+import asyncio, heapq, json, logging, math, random, signal, sys, threading, time
 from collections import deque
 import numpy as np, pandas as pd
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
-from .config import log_event
+from .config import log_event, OneLineParser, exchange, symbol, interval_list
 from .binance import Rest, ENDPOINTS, Endpoint, ExchangeError, ws_base
-from .history import BAR_COLS, interval_ms, parse as parse_rows
+from .intervals import BAR_COLS, MINUTE_MS, WEEK_MS, WEEK_OFFSET_MS, interval_ms, bar_floor, ms_index
+from .history import parse as parse_rows
+from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['STREAM_KINDS', 'MINUTE_MS', 'stream_names', 'plan_connections', 'combined_url', 'backoff_delay', 'Timeline',
-           'book_features', 'LocalBook', 'bar_open', 'bar_from_ws', 'bar_from_rest', 'BarBuilder', 'Connection',
-           'StreamManager', 'stop', 'run', 'run_sync', 'bars_frame', 'main']
+__all__ = ['STREAM_KINDS', 'stream_names', 'plan_connections', 'combined_url', 'backoff_delay', 'Timeline', 'book_features',
+           'LocalBook', 'bar_from_ws', 'bar_from_rest', 'BarBuilder', 'Connection', 'StreamManager', 'stop', 'run',
+           'run_sync', 'bars_frame', 'main']
 
 # %% ../nbs/04_streams.ipynb #094d7e05
 STREAM_KINDS = ("kline", "aggTrade", "depth", "bookTicker", "markPrice", "forceOrder")
@@ -97,8 +99,6 @@ def book_features(bids:list,        # [(price, qty)] best first
     return out
 
 # %% ../nbs/04_streams.ipynb #5023f669
-MINUTE_MS = 60_000
-
 class LocalBook:
     "One symbol's order book by Binance's procedure: REST snapshot + buffered diffs, U/u/pu continuity, resync on a gap"
     def __init__(self, symbol:str, max_buffer:int=10_000, levels:int=10, keep_closes:int=240):
@@ -179,13 +179,6 @@ class LocalBook:
         return self.state
 
 # %% ../nbs/04_streams.ipynb #e65f486c
-_WEEK_MS, _WEEK_OFF = 604_800_000, 4 * 86_400_000     # Binance's weeks open on Monday
-
-def bar_open(t_ms:int, step:int)->int:
-    "Open time of the bar of length `step` ms holding `t_ms`"
-    off = _WEEK_OFF if step == _WEEK_MS else 0
-    return t_ms - (t_ms - off) % step
-
 def bar_from_ws(k:dict)->dict:
     "Bar fields of a kline stream payload's `k` object"
     return {"open_time": int(k["t"]), "close_time": int(k["T"]), "open": float(k["o"]), "high": float(k["h"]),
@@ -199,9 +192,9 @@ def bar_from_rest(r:list)->dict:
             "close": float(r[4]), "volume": float(r[5]), "quote_volume": float(r[7]), "trades": int(r[8]),
             "taker_buy_volume": float(r[9]), "taker_buy_quote_volume": float(r[10]), "last_trade_id": None, "source": "rest"}
 
-# %% ../nbs/04_streams.ipynb #d268b4d1
+# %% ../nbs/04_streams.ipynb #db6f03c1
 class BarBuilder:
-    "Closed bars of one symbol, each emitted once per timeframe, with its aggTrade microstructure and the book at the close"
+    "Closed bars of one symbol, each emitted once per timeframe, with aggTrade microstructure and the book at the close"
     def __init__(self, symbol:str,
                  timeframes=("1m", "5m"),   # Binance intervals up to 1w
                  reorder_s:float=1.0,       # a missing bar or trade waits this long before REST is asked
@@ -209,130 +202,166 @@ class BarBuilder:
                  book:LocalBook|None=None,  # gives the book state at each close
                  on_bar=None,               # called with each emitted bar
                  clock=time.monotonic):
-        self.symbol, self.reorder_s, self.max_wait_s, self.book, self.on_bar, self.clock = symbol, reorder_s, max_wait_s, book, on_bar, clock
+        self.symbol, self.reorder_s, self.max_wait_s = symbol, reorder_s, max_wait_s
+        self.book, self.on_bar, self.clock = book, on_bar, clock
         self.steps = {tf: interval_ms(tf) for tf in timeframes}
         self.next_open = {tf: None for tf in timeframes}     # the next bar to emit
         self.latest_open = {tf: None for tf in timeframes}   # the latest bar the stream has shown (closed or not)
         self.pending = {tf: {} for tf in timeframes}         # open -> (bar, wall time it arrived)
         self.acc = {tf: {} for tf in timeframes}             # open -> [aggs, trades, buy, sell, quote, first_T, last_T]
-        self._accs = [(s, _WEEK_OFF if s == _WEEK_MS else 0, self.acc[tf]) for tf, s in self.steps.items()]
+        self._accs = [(s, WEEK_OFFSET_MS if s == WEEK_MS else 0, self.acc[tf]) for tf, s in self.steps.items()]
         self.gap_since = {tf: None for tf in timeframes}
         self.hi_a = self.hi_l = self.hi_T = None
         self.ahead, self.trade_gap_since = {}, None
         self._wait_T = self._wait_L = math.inf
         self.emitted, self.dup_klines, self.dup_trades = 0, 0, 0
 
-    # --- trades
-    def add_trade(self, a:int, p:float, q:float, f:int, l:int, T:int, m:bool)->bool:
-        "Accumulate one aggTrade (`m`: buyer is maker); False for a duplicate"
-        hi = self.hi_a
-        if hi is None: self.hi_a, self.hi_l, self.hi_T = a, l, T
-        elif a == hi + 1:
-            self.hi_a, self.hi_l, self.hi_T = a, l, T
-            if self.ahead: self._absorb()
-        elif a <= hi or a in self.ahead: self.dup_trades += 1; return False
-        else:
-            self.ahead[a] = (l, T)
-            if self.trade_gap_since is None: self.trade_gap_since = self.clock()
-        n = l - f + 1
-        for step, off, acc in self._accs:
-            o = T - (T - off) % step
-            r = acc.get(o)
-            if r is None: acc[o] = [1, n, 0.0 if m else q, q if m else 0.0, p * q, T, T]; continue
-            r[0] += 1; r[1] += n; r[4] += p * q
-            if m: r[3] += q
-            else: r[2] += q
-            if T < r[5]: r[5] = T
-            elif T > r[6]: r[6] = T
-        if self.hi_T > self._wait_T or self.hi_l >= self._wait_L: self.emit_ready()
-        return True
+# %% ../nbs/04_streams.ipynb #cd919d95
+@patch
+def add_trade(self:BarBuilder,
+               a:int,       # aggregate trade id
+               p:float,     # price
+               q:float,     # quantity
+               f:int,       # first trade id
+               l:int,       # last trade id
+               T:int,       # trade time (ms)
+               m:bool,      # the buyer is the maker (a taker sell)
+              )->bool:
+    "Accumulate one aggTrade (`m`: buyer is maker); False for a duplicate"
+    hi = self.hi_a
+    if hi is None: self.hi_a, self.hi_l, self.hi_T = a, l, T
+    elif a == hi + 1:
+        self.hi_a, self.hi_l, self.hi_T = a, l, T
+        if self.ahead: self._absorb()
+    elif a <= hi or a in self.ahead:
+        self.dup_trades += 1
+        return False
+    else:
+        self.ahead[a] = (l, T)
+        if self.trade_gap_since is None: self.trade_gap_since = self.clock()
+    n = l - f + 1
+    for step, off, acc in self._accs:
+        o = T - (T - off) % step
+        r = acc.get(o)
+        if r is None:
+            acc[o] = [1, n, 0.0 if m else q, q if m else 0.0, p * q, T, T]
+            continue
+        r[0] += 1
+        r[1] += n
+        r[4] += p * q
+        if m: r[3] += q
+        else: r[2] += q
+        if T < r[5]: r[5] = T
+        elif T > r[6]: r[6] = T
+    if self.hi_T > self._wait_T or self.hi_l >= self._wait_L: self.emit_ready()
+    return True
 
-    def _absorb(self):
-        a, ah = self.hi_a, self.ahead
-        while a + 1 in ah:
-            a += 1; self.hi_l, self.hi_T = ah.pop(a)
-        self.hi_a = a
-        if not ah: self.trade_gap_since = None
+# %% ../nbs/04_streams.ipynb #e883bdbe
+@patch
+def _absorb(self:BarBuilder):
+    "Move the watermark over the ids seen above it that are now contiguous"
+    a, ah = self.hi_a, self.ahead
+    while a + 1 in ah:
+        a += 1
+        self.hi_l, self.hi_T = ah.pop(a)
+    self.hi_a = a
+    if not ah: self.trade_gap_since = None
 
-    def trade_gap(self)->tuple|None:
-        "(first, last) aggregate ids missing below the ids already seen, or None"
-        if not self.ahead: return None
-        return self.hi_a + 1, min(self.ahead) - 1
+@patch
+def trade_gap(self:BarBuilder)->tuple|None:
+    "(first, last) aggregate ids missing below the ids already seen, or None"
+    if not self.ahead: return None
+    return self.hi_a + 1, min(self.ahead) - 1
 
-    def skip_trade_gap(self):
-        "Give up on the current trade gap (the bars it touches will not be `micro_complete`)"
-        if not self.ahead: return
-        self.hi_a = min(self.ahead) - 1; self._absorb()
+@patch
+def skip_trade_gap(self:BarBuilder):
+    "Give up on the current trade gap (the bars it touches will not be `micro_complete`)"
+    if not self.ahead: return
+    self.hi_a = min(self.ahead) - 1
+    self._absorb()
 
-    # --- klines
-    def see_open(self, tf:str, t:int):
-        "Note a kline (closed or not) the stream has shown"
-        if self.next_open[tf] is None: self.next_open[tf] = t
-        if self.latest_open[tf] is None or t > self.latest_open[tf]: self.latest_open[tf] = t
+# %% ../nbs/04_streams.ipynb #8e79dda7
+@patch
+def see_open(self:BarBuilder, tf:str, t:int):
+    "Note a kline (closed or not) the stream has shown"
+    if self.next_open[tf] is None: self.next_open[tf] = t
+    if self.latest_open[tf] is None or t > self.latest_open[tf]: self.latest_open[tf] = t
 
-    def add_kline(self, tf:str, bar:dict)->bool:
-        "Take a closed bar (from `bar_from_ws` or `bar_from_rest`); False for a duplicate"
-        t = bar["open_time"]
-        self.see_open(tf, t)
-        if t < self.next_open[tf] or t in self.pending[tf]: self.dup_klines += 1; return False
-        self.pending[tf][t] = (bar, self.clock())
-        self.emit_ready()
-        return True
+@patch
+def add_kline(self:BarBuilder, tf:str, bar:dict)->bool:
+    "Take a closed bar (from `bar_from_ws` or `bar_from_rest`); False for a duplicate"
+    t = bar["open_time"]
+    self.see_open(tf, t)
+    if t < self.next_open[tf] or t in self.pending[tf]:
+        self.dup_klines += 1
+        return False
+    self.pending[tf][t] = (bar, self.clock())
+    self.emit_ready()
+    return True
 
-    def kline_gaps(self)->list:
-        "[(tf, first open, last open)] of closed bars still missing for longer than `reorder_s`"
-        out, now = [], self.clock()
-        for tf, no in self.next_open.items():
-            lo = self.latest_open[tf]
-            if no is None or lo is None or lo <= no or no in self.pending[tf]: self.gap_since[tf] = None; continue
-            if self.gap_since[tf] is None: self.gap_since[tf] = now
-            if now - self.gap_since[tf] >= self.reorder_s:
-                ends = [t for t in self.pending[tf] if t > no]
-                out.append((tf, no, (min(ends) if ends else lo) - self.steps[tf]))
-        return out
+@patch
+def kline_gaps(self:BarBuilder)->list:
+    "[(tf, first open, last open)] of closed bars still missing for longer than `reorder_s`"
+    out, now = [], self.clock()
+    for tf, no in self.next_open.items():
+        lo = self.latest_open[tf]
+        if no is None or lo is None or lo <= no or no in self.pending[tf]:
+            self.gap_since[tf] = None
+            continue
+        if self.gap_since[tf] is None: self.gap_since[tf] = now
+        if now - self.gap_since[tf] >= self.reorder_s:
+            ends = [t for t in self.pending[tf] if t > no]
+            out.append((tf, no, (min(ends) if ends else lo) - self.steps[tf]))
+    return out
 
-    # --- emission
-    def _complete(self, bar:dict)->bool:
-        if self.hi_T is None: return bar["trades"] == 0
-        if self.ahead and min(self.ahead.values(), key=lambda v: v[1])[1] <= bar["close_time"] and self.hi_T <= bar["close_time"]: return False
-        L = bar.get("last_trade_id")
-        return self.hi_T > bar["close_time"] or (L is not None and self.hi_l >= L)
+# %% ../nbs/04_streams.ipynb #f140fc1f
+@patch
+def _complete(self:BarBuilder, bar:dict)->bool:
+    "Whether every trade of `bar` is in: the watermark passed its close time or its last trade id"
+    if self.hi_T is None: return bar["trades"] == 0
+    close = bar["close_time"]
+    if self.ahead and min(self.ahead.values(), key=lambda v: v[1])[1] <= close and self.hi_T <= close: return False
+    L = bar.get("last_trade_id")
+    return self.hi_T > close or (L is not None and self.hi_l >= L)
 
-    def emit_ready(self, force_s:float|None=None)->list:
-        "Emit, in order, every pending bar whose trades are complete (or that waited `max_wait_s`)"
-        out, now, wait = [], self.clock(), self.max_wait_s if force_s is None else force_s
-        self._wait_T = self._wait_L = math.inf
-        for tf, step in self.steps.items():
-            pend = self.pending[tf]
-            while True:
-                item = pend.get(self.next_open[tf])
-                if item is None: break
-                bar, t_arr = item
-                ok = self._complete(bar)
-                if not ok and now - t_arr < wait:
-                    self._wait_T = min(self._wait_T, bar["close_time"])
-                    if bar.get("last_trade_id") is not None: self._wait_L = min(self._wait_L, bar["last_trade_id"])
-                    break
-                del pend[bar["open_time"]]
-                out.append(self._emit(tf, step, bar, ok))
-                self.next_open[tf] = bar["open_time"] + step
-        return out
+@patch
+def emit_ready(self:BarBuilder, force_s:float|None=None)->list:
+    "Emit, in order, every pending bar whose trades are complete (or that waited `max_wait_s`)"
+    out, now, wait = [], self.clock(), self.max_wait_s if force_s is None else force_s
+    self._wait_T = self._wait_L = math.inf
+    for tf, step in self.steps.items():
+        pend = self.pending[tf]
+        while True:
+            item = pend.get(self.next_open[tf])
+            if item is None: break
+            bar, t_arr = item
+            ok = self._complete(bar)
+            if not ok and now - t_arr < wait:
+                self._wait_T = min(self._wait_T, bar["close_time"])
+                if bar.get("last_trade_id") is not None: self._wait_L = min(self._wait_L, bar["last_trade_id"])
+                break
+            del pend[bar["open_time"]]
+            out.append(self._emit(tf, step, bar, ok))
+            self.next_open[tf] = bar["open_time"] + step
+    return out
 
-    def _emit(self, tf, step, bar, ok)->dict:
-        o, acc = bar["open_time"], self.acc[tf]
-        r = acc.pop(o, None) or [0, 0, 0.0, 0.0, 0.0, None, None]
-        for k in [k for k in acc if k < o]: del acc[k]
-        vol = r[2] + r[3]
-        complete = r[1] == bar["trades"]          # every trade of the bar is in (Binance counts trades, not aggTrades)
-        out = {"symbol": self.symbol, "interval": tf, **bar,
-               "agg_trades": r[0], "trade_count": r[1], "taker_buy_vol": r[2], "taker_sell_vol": r[3],
-               "avg_trade_size": vol / r[0] if r[0] else math.nan, "vwap": r[4] / vol if vol else math.nan,
-               "intensity": r[0] / (step / 1000), "micro_complete": bool(complete)}
-        bs = self.book.state_at(o + step) if self.book is not None else None
-        out["book"] = bs
-        self.emitted += 1
-        if self.on_bar: self.on_bar(out)
-        return out
+@patch
+def _emit(self:BarBuilder, tf, step, bar, ok)->dict:
+    "The emitted bar: the kline's fields, its microstructure and the book at its close"
+    o, acc = bar["open_time"], self.acc[tf]
+    r = acc.pop(o, None) or [0, 0, 0.0, 0.0, 0.0, None, None]
+    for k in [k for k in acc if k < o]: del acc[k]
+    vol = r[2] + r[3]
+    complete = r[1] == bar["trades"]          # every trade of the bar is in (Binance counts trades, not aggTrades)
+    out = {"symbol": self.symbol, "interval": tf, **bar,
+           "agg_trades": r[0], "trade_count": r[1], "taker_buy_vol": r[2], "taker_sell_vol": r[3],
+           "avg_trade_size": vol / r[0] if r[0] else math.nan, "vwap": r[4] / vol if vol else math.nan,
+           "intensity": r[0] / (step / 1000), "micro_complete": bool(complete)}
+    bs = self.book.state_at(o + step) if self.book is not None else None
+    out["book"] = bs
+    self.emitted += 1
+    if self.on_bar: self.on_bar(out)
+    return out
 
 # %% ../nbs/04_streams.ipynb #1d0be784
 _log = logging.getLogger("futbot.streams")
@@ -400,7 +429,7 @@ class Connection:
         try: await asyncio.wait_for(self.m._stop.wait(), d)
         except (TimeoutError, asyncio.TimeoutError): pass
 
-# %% ../nbs/04_streams.ipynb #c28dd986
+# %% ../nbs/04_streams.ipynb #22d581b6
 class StreamManager:
     "Market-data streams for some symbols: connections, local books, bar builders, ring buffers and a timeline"
     def __init__(self, exchange:str="binance",   # binance, testnet or a base URL such as http://127.0.0.1:8900
@@ -426,14 +455,16 @@ class StreamManager:
         self.exchange, self.symbols, self.timeframes = exchange, [s.upper() for s in symbols], list(timeframes)
         self.ws_url = (ws_url or ws_base(exchange)).rstrip("/")
         self.rest = rest
-        self.max_wait_s, self.reorder_s, self.silence_s, self.rotate_s, self.ping_s = max_wait_s, reorder_s, silence_s, rotate_s, ping_s
-        self.open_timeout_s, self.backoff_base, self.backoff_cap, self.oi_poll_s = open_timeout_s, backoff_base, backoff_cap, oi_poll_s
+        self.max_wait_s, self.reorder_s, self.silence_s = max_wait_s, reorder_s, silence_s
+        self.rotate_s, self.ping_s, self.open_timeout_s = rotate_s, ping_s, open_timeout_s
+        self.backoff_base, self.backoff_cap, self.oi_poll_s = backoff_base, backoff_cap, oi_poll_s
         self.on_bar, self.on_book = on_bar, on_book
         self.names = stream_names(self.symbols, self.timeframes, kinds, depth_speed)
         self.groups = plan_connections(self.names, max_streams)
         self.conns = [Connection(self, g, i) for i, g in enumerate(self.groups)]
         self.books = {s: LocalBook(s) for s in self.symbols}
-        self.builders = {s: BarBuilder(s, self.timeframes, reorder_s, max_wait_s, self.books[s], self._bar) for s in self.symbols}
+        self.builders = {s: BarBuilder(s, self.timeframes, reorder_s, max_wait_s, self.books[s], self._bar)
+                         for s in self.symbols}
         self.ring_size = ring_size
         self.rings = {n: deque(maxlen=ring_size) for n in self.names}
         self.rings["openInterest"] = deque(maxlen=ring_size)
@@ -444,83 +475,115 @@ class StreamManager:
         self.latest = {}      # (kind, symbol) -> the last bookTicker / markPrice / openInterest payload
         self.stopping, self._stop, self.tasks, self.jobs, self.until = False, None, [], {}, None
         self._handlers = {"aggTrade": self._on_agg, "kline": self._on_kline, "depthUpdate": self._on_depth,
-                          "bookTicker": self._on_simple, "markPriceUpdate": self._on_simple, "forceOrder": self._on_force}
+                          "bookTicker": self._on_simple, "markPriceUpdate": self._on_simple,
+                          "forceOrder": self._on_force}
         self._keys = {}
 
-    def _ring(self, key:tuple, name:str):
-        r = self._keys.get(key)
-        if r is None: r = self._keys[key] = self.rings.setdefault(name, deque(maxlen=self.ring_size))
-        return r
+# %% ../nbs/04_streams.ipynb #e7138b24
+@patch
+def _ring(self:StreamManager, key:tuple, name:str):
+    "The ring buffer of stream `name`, looked up once per `key`"
+    r = self._keys.get(key)
+    if r is None: r = self._keys[key] = self.rings.setdefault(name, deque(maxlen=self.ring_size))
+    return r
 
-    # ----- the message path
-    def handle(self, raw):
-        "Parse and dispatch one text frame (combined or raw); a malformed one is counted and logged"
-        self.stats["messages"] += 1
-        try:
-            obj = json.loads(raw)
-            data = obj["data"] if "stream" in obj else obj
-            h = self._handlers.get(data.get("e"))
-            if h is not None: h(data)
-            elif not ("id" in obj and ("result" in obj or "error" in obj)):
-                raise ValueError(f"unknown event type {data.get('e')!r}")
-        except Exception as e:
-            self._malformed(raw, e)
+@patch
+def handle(self:StreamManager, raw):
+    "Parse and dispatch one text frame (combined or raw); a malformed one is counted and logged"
+    self.stats["messages"] += 1
+    try:
+        obj = json.loads(raw)
+        data = obj["data"] if "stream" in obj else obj
+        h = self._handlers.get(data.get("e"))
+        if h is not None: h(data)
+        elif not ("id" in obj and ("result" in obj or "error" in obj)):
+            raise ValueError(f"unknown event type {data.get('e')!r}")
+    except Exception as e:
+        self._malformed(raw, e)
 
-    def _malformed(self, raw, e):
-        n = self.stats["malformed"] = self.stats["malformed"] + 1
-        if n <= 10 or n % 1000 == 0:
-            log_event(_log, "malformed_message", level=logging.WARNING, count=n, error=f"{type(e).__name__}: {e}"[:200], sample=str(raw)[:200])
+@patch
+def _malformed(self:StreamManager, raw, e):
+    "Count a malformed frame; log the first ten and then every thousandth"
+    n = self.stats["malformed"] = self.stats["malformed"] + 1
+    if n <= 10 or n % 1000 == 0:
+        log_event(_log, "malformed_message", level=logging.WARNING, count=n, error=f"{type(e).__name__}: {e}"[:200],
+                  sample=str(raw)[:200])
 
-    def _on_agg(self, d):
-        s = d["s"]; a, f, l, T = int(d["a"]), int(d["f"]), int(d["l"]), int(d["T"]); p, q, m = float(d["p"]), float(d["q"]), d["m"]
-        if m is not True and m is not False: raise ValueError(f"aggTrade m={m!r}")
-        if self.builders[s].add_trade(a, p, q, f, l, T, m):
-            self._ring(("a", s), f"{s.lower()}@aggTrade").append(d)
-            self.timeline.push(T, "aggTrade", s, d)
+# %% ../nbs/04_streams.ipynb #7d874dd6
+@patch
+def _on_agg(self:StreamManager, d):
+    "An aggTrade: to the bar builder, and (unless a duplicate) to its ring and the timeline"
+    s = d["s"]
+    a, f, l, T = int(d["a"]), int(d["f"]), int(d["l"]), int(d["T"])
+    p, q, m = float(d["p"]), float(d["q"]), d["m"]
+    if m is not True and m is not False: raise ValueError(f"aggTrade m={m!r}")
+    if self.builders[s].add_trade(a, p, q, f, l, T, m):
+        self._ring(("a", s), f"{s.lower()}@aggTrade").append(d)
+        self.timeline.push(T, "aggTrade", s, d)
 
-    def _on_kline(self, d):
-        k = d["k"]; s = d["s"]; tf = k["i"]; b = self.builders[s]
-        if tf not in b.steps: raise ValueError(f"kline interval {tf!r} was not asked for")
-        bar = bar_from_ws(k) if k["x"] is True else None
-        b.see_open(tf, int(k["t"]))
-        self._ring(("k", s, tf), f"{s.lower()}@kline_{tf}").append(d)
-        self.timeline.push(int(d["E"]), "kline", s, d)
-        if bar is not None: b.add_kline(tf, bar)
+@patch
+def _on_kline(self:StreamManager, d):
+    "A kline (closed or not): seen by the bar builder, which takes it once closed"
+    k = d["k"]
+    s = d["s"]
+    tf = k["i"]
+    b = self.builders[s]
+    if tf not in b.steps: raise ValueError(f"kline interval {tf!r} was not asked for")
+    bar = bar_from_ws(k) if k["x"] is True else None
+    b.see_open(tf, int(k["t"]))
+    self._ring(("k", s, tf), f"{s.lower()}@kline_{tf}").append(d)
+    self.timeline.push(int(d["E"]), "kline", s, d)
+    if bar is not None: b.add_kline(tf, bar)
 
-    def _on_depth(self, d):
-        s = d["s"]; bk = self.books[s]
-        ev = (int(d["U"]), int(d["u"]), int(d["pu"]), int(d.get("T") or d["E"]),
-              [(float(p), float(q)) for p, q in d["b"]], [(float(p), float(q)) for p, q in d["a"]])
-        r = bk.on_diff(ev)
-        if r == "gap": log_event(_log, "book_gap", level=logging.WARNING, symbol=s, u=ev[1], pu=ev[2], resyncs=bk.resyncs)
-        self._ring(("d", s), next((n for n in self.names if n.startswith(s.lower() + "@depth")), f"{s.lower()}@depth")).append(d)
-        self.timeline.push(ev[3], "depth", s, d)
-        if r == "applied" and self.on_book: self.on_book(s, bk)
+@patch
+def _on_depth(self:StreamManager, d):
+    "A depth diff: to the local book (a gap is logged), then `on_book` if it was applied"
+    s = d["s"]
+    bk = self.books[s]
+    ev = (int(d["U"]), int(d["u"]), int(d["pu"]), int(d.get("T") or d["E"]),
+          [(float(p), float(q)) for p, q in d["b"]], [(float(p), float(q)) for p, q in d["a"]])
+    r = bk.on_diff(ev)
+    if r == "gap": log_event(_log, "book_gap", level=logging.WARNING, symbol=s, u=ev[1], pu=ev[2], resyncs=bk.resyncs)
+    name = next((n for n in self.names if n.startswith(s.lower() + "@depth")), f"{s.lower()}@depth")
+    self._ring(("d", s), name).append(d)
+    self.timeline.push(ev[3], "depth", s, d)
+    if r == "applied" and self.on_book: self.on_book(s, bk)
 
-    def _on_simple(self, d):
-        s, e = d["s"], d["e"]
-        float(d["b"] if e == "bookTicker" else d["p"])
-        self.latest[(e, s)] = d
-        name = f"{s.lower()}@bookTicker" if e == "bookTicker" else f"{s.lower()}@markPrice@1s"
-        self._ring((e, s), name).append(d)
-        self.timeline.push(int(d["E"]), e, s, d)
+# %% ../nbs/04_streams.ipynb #7688ca4c
+@patch
+def _on_simple(self:StreamManager, d):
+    "A bookTicker or markPrice update: kept as the latest of its kind"
+    s, e = d["s"], d["e"]
+    float(d["b"] if e == "bookTicker" else d["p"])
+    self.latest[(e, s)] = d
+    name = f"{s.lower()}@bookTicker" if e == "bookTicker" else f"{s.lower()}@markPrice@1s"
+    self._ring((e, s), name).append(d)
+    self.timeline.push(int(d["E"]), e, s, d)
 
-    def _on_force(self, d):
-        o = d["o"]; s = o["s"]; float(o["q"])
-        self._ring(("f", s), f"{s.lower()}@forceOrder").append(d)
-        self.timeline.push(int(o["T"]), "forceOrder", s, d)
+@patch
+def _on_force(self:StreamManager, d):
+    "A liquidation order"
+    o = d["o"]
+    s = o["s"]
+    float(o["q"])
+    self._ring(("f", s), f"{s.lower()}@forceOrder").append(d)
+    self.timeline.push(int(o["T"]), "forceOrder", s, d)
 
-    def _bar(self, bar):
-        self.stats["bars"] += 1
-        if bar["source"] == "rest": self.stats["rest_bars"] += 1
-        self.bars[(bar["symbol"], bar["interval"])].append(bar)
-        self.timeline.push(bar["open_time"] + self.builders[bar["symbol"]].steps[bar["interval"]], "bar", bar["symbol"], bar)
-        if self.on_bar: self.on_bar(bar)
+@patch
+def _bar(self:StreamManager, bar):
+    "An emitted bar: counted, kept, on the timeline at its close, and passed to `on_bar`"
+    self.stats["bars"] += 1
+    if bar["source"] == "rest": self.stats["rest_bars"] += 1
+    self.bars[(bar["symbol"], bar["interval"])].append(bar)
+    close = bar["open_time"] + self.builders[bar["symbol"]].steps[bar["interval"]]
+    self.timeline.push(close, "bar", bar["symbol"], bar)
+    if self.on_bar: self.on_bar(bar)
 
-    def flush(self):
-        "Emit the bars that waited long enough and release the timeline"
-        for b in self.builders.values(): b.emit_ready()
-        self.timeline.release()
+@patch
+def flush(self:StreamManager):
+    "Emit the bars that waited long enough and release the timeline"
+    for b in self.builders.values(): b.emit_ready()
+    self.timeline.release()
 
 # %% ../nbs/04_streams.ipynb #8f6256b0
 def _rest_klines(rest:Rest, symbol:str, tf:str, start:int)->list:
@@ -549,10 +612,11 @@ def _rest_depth(rest:Rest, symbol:str)->tuple:
     return (int(d["lastUpdateId"]), int(d.get("T") or d.get("E") or 0),
             [(float(p), float(q)) for p, q in d["bids"]], [(float(p), float(q)) for p, q in d["asks"]])
 
-# %% ../nbs/04_streams.ipynb #192a48fc
+# %% ../nbs/04_streams.ipynb #6082d9d8
 def _mgr(f):
     "Add `f` to StreamManager (one method per cell)"
-    setattr(StreamManager, f.__name__, f); return f
+    setattr(StreamManager, f.__name__, f)
+    return f
 
 @_mgr
 def _job(self:StreamManager, key:tuple, coro_fn, *args):
@@ -564,11 +628,19 @@ def _job(self:StreamManager, key:tuple, coro_fn, *args):
 
 @_mgr
 async def _rest(self:StreamManager, fn, *args):
+    "Run `fn(rest, *args)` in a worker thread (the REST client is made on first use)"
     if self.rest is None: self.rest = Rest(self.exchange, max_retries=4, backoff_base=0.1, backoff_cap=2.0)
     return await asyncio.to_thread(fn, self.rest, *args)
 
+def _rest_failed(mgr:StreamManager, event:str, s:str, e:Exception):
+    "Count and log a failed REST job"
+    mgr.stats["rest_errors"] += 1
+    log_event(_log, event, level=logging.WARNING, symbol=s, error=str(e)[:200])
+
+# %% ../nbs/04_streams.ipynb #62af4604
 @_mgr
 async def _snapshot(self:StreamManager, s:str):
+    "Fetch a depth snapshot for the book of `s`"
     bk = self.books[s]
     try:
         lid, T, bids, asks = await self._rest(_rest_depth, s)
@@ -576,11 +648,12 @@ async def _snapshot(self:StreamManager, s:str):
         st = bk.apply_snapshot(lid, T, bids, asks)
         log_event(_log, "book_snapshot", symbol=s, last_update_id=lid, state=st)
     except (ExchangeError, OSError, KeyError, ValueError) as e:
-        self.stats["rest_errors"] += 1; log_event(_log, "snapshot_failed", level=logging.WARNING, symbol=s, error=str(e)[:200])
+        _rest_failed(self, "snapshot_failed", s, e)
         await asyncio.sleep(self.backoff_base)
 
 @_mgr
 async def _backfill(self:StreamManager, s:str, tfs:list|None=None):
+    "Fetch the closed klines of `s` from the next bar to emit on"
     b = self.builders[s]
     try:
         for tf in (tfs or self.timeframes):
@@ -591,34 +664,40 @@ async def _backfill(self:StreamManager, s:str, tfs:list|None=None):
                 bar = bar_from_rest(r)
                 if bar["open_time"] >= b.next_open[tf]: b.add_kline(tf, bar)
     except (ExchangeError, OSError, KeyError, ValueError) as e:
-        self.stats["rest_errors"] += 1; log_event(_log, "backfill_failed", level=logging.WARNING, symbol=s, error=str(e)[:200])
+        _rest_failed(self, "backfill_failed", s, e)
         await asyncio.sleep(self.backoff_base)
 
 @_mgr
 async def _fill_trades(self:StreamManager, s:str, lo:int, hi:int):
+    "Fetch the aggTrades with ids lo..hi; skip the gap if the exchange no longer has them"
     b = self.builders[s]
     try:
         rows = await self._rest(_rest_trades, s, lo, hi)
         for r in rows:
-            if b.add_trade(int(r["a"]), float(r["p"]), float(r["q"]), int(r["f"]), int(r["l"]), int(r["T"]), bool(r["m"])):
+            if b.add_trade(int(r["a"]), float(r["p"]), float(r["q"]), int(r["f"]), int(r["l"]), int(r["T"]),
+                           bool(r["m"])):
                 self.stats["rest_trades"] += 1
         gap = b.trade_gap()
         if gap and gap[0] <= hi: b.skip_trade_gap()    # the exchange no longer has them
     except (ExchangeError, OSError, KeyError, ValueError) as e:
-        self.stats["rest_errors"] += 1; log_event(_log, "trade_fill_failed", level=logging.WARNING, symbol=s, error=str(e)[:200])
+        _rest_failed(self, "trade_fill_failed", s, e)
         await asyncio.sleep(self.backoff_base)
 
+# %% ../nbs/04_streams.ipynb #4332f75e
 @_mgr
 async def _poll_oi(self:StreamManager):
+    "Poll open interest of every symbol every `oi_poll_s` until stopped"
     while not self.stopping:
         for s in self.symbols:
             try:
                 d = await self._rest(lambda r, s: r.call("open_interest_now", symbol=s), s)
                 d = {"e": "openInterest", "s": s, "oi": float(d["openInterest"]), "T": int(d["time"])}
-                self.latest[("openInterest", s)] = d; self.rings["openInterest"].append(d); self.stats["oi_polls"] += 1
+                self.latest[("openInterest", s)] = d
+                self.rings["openInterest"].append(d)
+                self.stats["oi_polls"] += 1
                 self.timeline.push(d["T"], "openInterest", s, d)
             except (ExchangeError, OSError, KeyError, ValueError) as e:
-                self.stats["rest_errors"] += 1; log_event(_log, "oi_poll_failed", level=logging.WARNING, symbol=s, error=str(e)[:200])
+                _rest_failed(self, "oi_poll_failed", s, e)
         try: await asyncio.wait_for(self._stop.wait(), self.oi_poll_s)
         except (TimeoutError, asyncio.TimeoutError): pass
 
@@ -630,6 +709,7 @@ def _on_reconnect(self:StreamManager, conn:Connection):
 
 @_mgr
 async def _maintain(self:StreamManager, tick_s:float=0.05):
+    "Every `tick_s`: flush, start the REST jobs that are due, and check `until`"
     while not self.stopping:
         self.flush()
         for s in self.symbols:
@@ -644,6 +724,7 @@ async def _maintain(self:StreamManager, tick_s:float=0.05):
         try: await asyncio.wait_for(self._stop.wait(), tick_s)
         except (TimeoutError, asyncio.TimeoutError): pass
 
+# %% ../nbs/04_streams.ipynb #37455d8b
 @_mgr
 def stop(self:StreamManager):
     "Ask `run` to finish (safe from signal handlers and callbacks)"
@@ -661,7 +742,9 @@ async def run(self:StreamManager,
     sigs = []
     if handle_signals and threading.current_thread() is threading.main_thread():
         for sg in (signal.SIGTERM, signal.SIGINT):
-            try: loop.add_signal_handler(sg, self.stop); sigs.append(sg)
+            try:
+                loop.add_signal_handler(sg, self.stop)
+                sigs.append(sg)
             except (NotImplementedError, RuntimeError): pass
     self.tasks = [loop.create_task(c.run(), name=f"ws-{c.idx}") for c in self.conns]
     self.tasks.append(loop.create_task(self._maintain(), name="maintain"))
@@ -677,14 +760,19 @@ async def run(self:StreamManager,
         for c in self.conns:
             if c.ws is not None: await c._close(c.ws)
         for sg in sigs: loop.remove_signal_handler(sg)
-        self.flush(); self.timeline.release(force=True)
-        self.stats["pending_tasks"] = sum(not t.done() for t in ours)
-        self.stats["resyncs"] = sum(b.resyncs for b in self.books.values())
-        self.stats["dup_klines"] = sum(b.dup_klines for b in self.builders.values())
-        self.stats["dup_trades"] = sum(b.dup_trades for b in self.builders.values())
-        self.stats["timeline_late"] = self.timeline.late
-        log_event(_log, "streams_stopped", **{k: v for k, v in self.stats.items()})
+        self.flush()
+        self.timeline.release(force=True)
+        _final_stats(self, ours)
     return self.stats
+
+def _final_stats(mgr:StreamManager, ours:list):
+    "Add the end-of-run counts to the stats and log them"
+    mgr.stats["pending_tasks"] = sum(not t.done() for t in ours)
+    mgr.stats["resyncs"] = sum(b.resyncs for b in mgr.books.values())
+    mgr.stats["dup_klines"] = sum(b.dup_klines for b in mgr.builders.values())
+    mgr.stats["dup_trades"] = sum(b.dup_trades for b in mgr.builders.values())
+    mgr.stats["timeline_late"] = mgr.timeline.late
+    log_event(_log, "streams_stopped", **{k: v for k, v in mgr.stats.items()})
 
 # %% ../nbs/04_streams.ipynb #c1dade9e
 def run_sync(coro):
@@ -707,7 +795,7 @@ def bars_frame(bars)->pd.DataFrame:
     df = pd.DataFrame([{k: v for k, v in b.items() if k != "book"} for b in bars])
     book = pd.DataFrame([b["book"] or {} for b in bars]).add_prefix("book_")
     df = pd.concat([df, book], axis=1)
-    df["open_time"] = pd.to_datetime(df["open_time"].astype("int64"), unit="ms", utc=True).dt.as_unit("ms")
+    df["open_time"] = ms_index(df["open_time"].astype("int64"), unit="ms")
     df["trades"] = df["trades"].astype("int64")
     lead = ["open_time"] + BAR_COLS
     return df[lead + [c for c in df.columns if c not in lead and c not in ("symbol", "interval", "close_time", "last_trade_id")]].set_index("open_time")
@@ -715,13 +803,14 @@ def bars_frame(bars)->pd.DataFrame:
 # %% ../nbs/04_streams.ipynb #ce7d6142
 def main(argv=None)->int:
     "Run the streams from the command line; prints the final stats as JSON"
-    p = argparse.ArgumentParser(prog="futbot streams", description="Run the market-data streams until SIGTERM/SIGINT")
-    p.add_argument("--exchange", default="binance", help="binance, testnet or a base URL such as http://127.0.0.1:8900")
-    p.add_argument("--symbol", default="BTCUSDT", help="comma-separated symbols (default: BTCUSDT)")
-    p.add_argument("--timeframes", default="1m,5m", help="comma-separated kline timeframes (default: 1m,5m)")
+    p = OneLineParser(prog="futbot streams", description="Run the market-data streams until SIGTERM/SIGINT")
+    p.add_argument("--exchange", type=exchange, default="binance", help="binance, testnet or a base URL such as http://127.0.0.1:8900")
+    p.add_argument("--symbol", type=lambda s: [symbol(x) for x in s.split(",")], default=["BTCUSDT"],
+                   help="comma-separated symbols (default: BTCUSDT)")
+    p.add_argument("--timeframes", type=interval_list, default=["1m", "5m"], help="comma-separated kline timeframes (default: 1m,5m)")
     p.add_argument("--duration-s", type=float, default=None, help="stop after this many seconds (default: run until a signal)")
     a = p.parse_args(argv)
-    mgr = StreamManager(a.exchange, a.symbol.split(","), a.timeframes.split(","))
+    mgr = StreamManager(a.exchange, a.symbol, a.timeframes)
     async def go():
         st = await mgr.run(duration_s=a.duration_s)
         st["other_pending_tasks"] = len([t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()])

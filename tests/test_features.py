@@ -1,9 +1,17 @@
-"""futbot.features: TA-Lib equality, the time rule (perturbation), live == batch, scaling with a schema."""
+"""futbot.features: TA-Lib and pandas-ta equality, the time rule (perturbation), live == batch, any base interval,
+pandas-ta indicators from the config, scaling with a schema."""
+import re, warnings
 import numpy as np, pandas as pd, pytest, talib
-from futbot.features import (synth_bars, resample_bars, build_features, tf_features, tf_block, replay_live, LiveFeatures,
-                             perturb_after, FeatureScaler, SchemaError, feature_schema, interval_ms, volume_poc_nb,
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")                      # pandas-ta's import-time notices under pandas 3
+    import pandas_ta as ta
+from futbot.config import ConfigError
+from futbot.intervals import interval_ms
+from futbot.features import (synth_bars, resample_bars, build_features, tf_features, tf_block, replay_live,
+                             LiveFeatures, perturb_after, FeatureScaler, SchemaError, feature_schema, volume_poc_nb,
                              volume_poc_ref, rolling_sum_nb, rolling_max_nb, rolling_min_nb, rolling_std_nb, ema_nb,
-                             wilder_nb, wma_nb)
+                             wilder_nb, wma_nb, sma, ema, rsi, atr, macd, bbands, willr, mfi, stoch, adx, pta_probe,
+                             feature_timeframes, PTA_KEY)
 
 ALL = {"data.timeframes": ["1m", "5m", "1h", "4h", "1d"], "data.base_timeframe": "5m"}
 
@@ -211,3 +219,165 @@ def test_log_transform_applied(m1_20d):
     X = build_features({"1m": m1_20d}, config={"data.timeframes": ["5m"], "data.base_timeframe": "5m"})
     a = FeatureScaler("minmax", log_cols=["volume_5m"]).fit(X).transform(X)["volume_5m"]
     l = np.log1p(X["volume_5m"]); np.testing.assert_allclose(a, (l - l.min()) / (l.max() - l.min()), atol=1e-12)
+
+# ---------------------------------------------------------------- pandas-ta: the kernels against it
+
+def _pta_pairs(b):
+    "Our kernel and pandas-ta's same indicator (its own code: talib=False), with the first row compared"
+    h, l, c, v = (b[k].to_numpy(float) for k in ("high", "low", "close", "volume"))
+    H, L, C, V = b.high, b.low, b.close, b.volume
+    m, a = ta.macd(C, 12, 26, 9, talib=False), ta.adx(H, L, C, 14, talib=False)
+    same = {"sma": (sma(c, 20), ta.sma(C, 20, talib=False), 19), "ema": (ema(c, 50), ta.ema(C, 50, talib=False), 49),
+            "wma": (wma_nb(c, 10), ta.wma(C, 10, talib=False), 9),
+            "bb_upper": (bbands(c)[2], ta.bbands(C, 20, 2.0, talib=False).iloc[:, 2], 19),
+            "bb_lower": (bbands(c)[0], ta.bbands(C, 20, 2.0, talib=False).iloc[:, 0], 19),
+            "willr": (willr(h, l, c), ta.willr(H, L, C, talib=False), 13),
+            "mfi": (mfi(h, l, c, v), ta.mfi(H, L, C, V, talib=False), 14),
+            "stoch_k": (stoch(h, l, c)[0], ta.stoch(H, L, C, talib=False).iloc[:, 0].reindex(b.index), 15)}
+    seeded = {"rsi": (rsi(c), ta.rsi(C, 14, talib=False), 300),
+              "atr": (atr(h, l, c), ta.atr(H, L, C, 14, talib=False), 300),
+              "macd": (macd(c)[0], m.iloc[:, 0], 300), "macd_signal": (macd(c)[1], m.iloc[:, 2], 300),
+              "adx": (adx(h, l, c)[0], a.iloc[:, 0], 300), "pdi": (adx(h, l, c)[1], a.iloc[:, 2], 300)}
+    return same, seeded
+
+def test_kernels_against_pandas_ta():
+    "Same definition: equal to rounding from the first row; another seed (EMA/Wilder start): equal once it decayed"
+    same, seeded = _pta_pairs(synth_bars(600, seed=2))
+    for k, (ours, ref, k0) in same.items():
+        np.testing.assert_allclose(ours[k0:], np.asarray(ref, float)[k0:], rtol=1e-12, err_msg=k)
+        assert np.isnan(ours[:k0]).all(), k
+    for k, (ours, ref, k0) in seeded.items():
+        np.testing.assert_allclose(ours[k0:], np.asarray(ref, float)[k0:], rtol=1e-7, err_msg=k)
+    assert abs(seeded["rsi"][0][20] / seeded["rsi"][1].iloc[20] - 1) > 1e-3      # the seeds do differ early
+
+# ---------------------------------------------------------------- any base interval
+
+@pytest.mark.parametrize("given", [("1h",), ("1h", "4h", "1d")])
+def test_hourly_bars_give_hourly_decisions(given):
+    "No 1m and no base (5m) frame: the base falls back to 1h, t = open + 1h, and the time rule holds"
+    m1 = synth_bars(60 * 24 * 50, seed=41)
+    bars = {tf: resample_bars(m1, tf) for tf in given}
+    assert feature_timeframes(bars, ALL["data.base_timeframe"], ALL["data.timeframes"]) == ("1h", list(given))
+    X = build_features(bars, config=ALL)
+    h = bars["1h"]
+    assert len(X) > 200 and X.index.isin(h.index + pd.Timedelta(hours=1)).all()
+    assert ((X.index - pd.Timedelta(hours=1)).isin(h.index)).all()
+    assert (X["close_1h"].to_numpy() == h.loc[X.index - pd.Timedelta(hours=1), "close"].to_numpy()).all()
+    assert {c.rsplit("_", 1)[-1] for c in X.columns if c.startswith("close_")} == set(given)
+    ref = build_features({"1m": m1}, config={"data.timeframes": list(given), "data.base_timeframe": "1h"})
+    pd.testing.assert_frame_equal(X, ref.loc[X.index])                    # the same numbers as from a 1m source
+    for T in [X.index[len(X) // 2], X.index[-50] + pd.Timedelta("20min")]:
+        Xp = build_features(perturb_after(bars, T, seed=3)[0], config=ALL)
+        before = X.index <= T
+        assert X[before].equals(Xp[before]) and not X[~before].equals(Xp[~before])
+
+def test_hourly_bars_live_equals_batch():
+    m1 = synth_bars(60 * 24 * 40, seed=42)
+    bars = {"1h": resample_bars(m1, "1h")}
+    X = build_features(bars, config=ALL)
+    L = replay_live(bars, config=ALL, start=X.index[-24])
+    assert len(L) == 24 and (L.columns == X.columns).all()
+    np.testing.assert_allclose(L.to_numpy(), X.loc[L.index].to_numpy(), rtol=1e-9, atol=1e-9)
+
+# ---------------------------------------------------------------- pandas-ta indicators from the config
+
+PTA3 = [{"kind": "kama", "length": 10}, {"kind": "cci", "length": 20}, {"kind": "bbands", "length": 20}]
+PTA_ALL = {**ALL, PTA_KEY: PTA3}
+
+@pytest.fixture(scope="module")
+def pta_run():
+    m1 = synth_bars(60 * 24 * 40, seed=51)
+    bars = {tf: resample_bars(m1, tf) for tf in ALL["data.timeframes"]}
+    return bars, build_features(bars, config=PTA_ALL, drop_warmup=False)
+
+def test_pandas_ta_columns_on_every_timeframe(pta_run):
+    bars, X = pta_run
+    base = build_features(bars, config=ALL, drop_warmup=False)
+    cols = ["KAMA_10_2_30", "CCI_20_0.015", "BBL_20_2.0", "BBM_20_2.0", "BBU_20_2.0", "BBB_20_2.0", "BBP_20_2.0"]
+    names = [f"{c}_{tf}" for tf in ALL["data.timeframes"] for c in cols]
+    assert set(X.columns) - set(base.columns) == set(names)
+    pd.testing.assert_frame_equal(X[base.columns], base)                   # the built-in features are untouched
+    for tf in ("1h", "4h", "1d"):                          # pandas-ta's own value at the last bar closed by t
+        b = bars[tf]
+        pos = np.searchsorted(b.index + pd.Timedelta(milliseconds=interval_ms(tf)), X.index, side="right") - 1
+        keep = pos >= 60
+        refs = {"KAMA_10_2_30": ta.kama(b.close, 10), "CCI_20_0.015": ta.cci(b.high, b.low, b.close, 20, talib=False),
+                "BBP_20_2.0": ta.bbands(b.close, 20, talib=False)["BBP_20_2.0"]}
+        for c, r in refs.items():
+            np.testing.assert_allclose(X[f"{c}_{tf}"].to_numpy()[keep], r.to_numpy()[pos[keep]], rtol=1e-9, err_msg=c)
+    Xw = build_features(bars, config=PTA_ALL)
+    assert len(Xw) > 1000 and Xw.notna().all().all()
+
+def test_pandas_ta_obeys_the_time_rule(pta_run):
+    bars, X = pta_run
+    cols = [c for c in X.columns if c.split("_")[0] in ("KAMA", "CCI", "BBL", "BBP")]
+    for T in [X.index[-400], X.index[-3000] + pd.Timedelta("2min")]:
+        Xp = build_features(perturb_after(bars, T, seed=4)[0], config=PTA_ALL, drop_warmup=False)
+        before = X.index <= T
+        assert X[before].equals(Xp[before])                                   # bit-identical up to T
+        assert not X.loc[~before, cols].equals(Xp.loc[~before, cols])          # and the scramble reached them
+
+def test_pandas_ta_live_equals_batch(pta_run):
+    bars, X = pta_run
+    L = replay_live(bars, config=PTA_ALL, start=X.index[-60])
+    assert len(L) == 60 and (L.columns == X.columns).all()
+    B = X.loc[L.index]
+    assert B.notna().all().all()
+    np.testing.assert_allclose(L.to_numpy(), B.to_numpy(), rtol=1e-9, atol=1e-9)
+    live_window = max(pta_probe(e, "5m")[1] for e in PTA3)
+    assert live_window < 2000                              # the live path does not compute on the whole buffer
+
+@pytest.mark.parametrize("entry,needle", [
+    ({"kind": "kamma"}, "features.pandas_ta[1] kind 'kamma' is not a pandas-ta indicator (did you mean kama?)"),
+    ("kama", "features.pandas_ta[1] 'kama' is not a mapping with a kind"),
+    ({"kind": "kama", "lenght": 10}, "features.pandas_ta[1] kama: unknown parameter 'lenght' (did you mean length?)"),
+    ({"kind": "kama", "offset": -1}, "features.pandas_ta[1] kama: offset must be a whole number >= 0"),
+    ({"kind": "dpo"}, "features.pandas_ta[1] dpo: looks ahead"),
+    ({"kind": "ichimoku"}, "features.pandas_ta[1] ichimoku: looks ahead"),
+    ({"kind": "obv"}, "features.pandas_ta[1] obv: its value depends on where the data starts"),
+])
+def test_pandas_ta_bad_entries_are_one_line(m1_20d, entry, needle):
+    "Refused in batch and live with one line naming the entry (a ConfigError: exit code 2 from the CLI)"
+    cfg = {"data.timeframes": ["1h"], "data.base_timeframe": "1h", PTA_KEY: [PTA3[0], entry]}
+    with pytest.raises(ConfigError) as e: build_features({"1m": m1_20d}, config=cfg)
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        lf = LiveFeatures(config=cfg)                                      # the entry's form is checked here,
+        lf.add_bars("1h", resample_bars(m1_20d, "1h"))
+        lf.row(m1_20d.index[-1] + pd.Timedelta("1min"))                    # what it computes on the first row
+
+@pytest.mark.parametrize("text", ["features:\n  pandas_ta: [{kind: kamma, length: 10}]\n",
+                                  "features.pandas_ta: [kama]\n", "features:\n  pandas_ta: {kind: kama}\n"])
+def test_cli_bad_pandas_ta_config_is_one_line_exit_2(futbot_cmd, tmp_path, text):
+    import subprocess
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    r = subprocess.run([futbot_cmd, "features", "--config", str(p)], capture_output=True, text=True, timeout=120)
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert str(p) in lines[0] and "features.pandas_ta" in lines[0] and "kam" in lines[0], lines[0]
+    if "kamma" in text: assert "features.pandas_ta[0] kind 'kamma' is not a pandas-ta indicator (did you mean kama?)" in lines[0]
+
+def test_default_config_has_no_pandas_ta():
+    from futbot.config import load_config
+    assert load_config(env={})[PTA_KEY] == []
+    env = {"FUTBOT_FEATURES__PANDAS_TA": "[{kind: kama, length: 10}]"}
+    assert load_config(env=env)[PTA_KEY] == [{"kind": "kama", "length": 10}]
+
+def test_base_fallback_is_said_once(caplog):
+    bars = {"2h": resample_bars(synth_bars(60 * 24 * 4, seed=6), "2h")}
+    cfg = {"data.timeframes": ["15m", "2h", "12h"], "data.base_timeframe": "15m"}
+    with caplog.at_level("WARNING", logger="futbot.features"):
+        for _ in range(3): assert feature_timeframes(bars, cfg["data.base_timeframe"], cfg["data.timeframes"]) == ("2h", ["2h"])
+    said = [r for r in caplog.records if r.getMessage() == "base_timeframe_fallback"]
+    assert len(said) == 1 and said[0].fields["configured"] == "15m" and said[0].fields["base"] == "2h"
+
+def test_pandas_ta_column_without_enough_bars_keeps_the_rows(caplog):
+    "A pandas-ta window longer than the data: the column stays NaN (said once), the other rows are kept"
+    m1 = synth_bars(60 * 24 * 60, seed=61)
+    cfg = {"data.timeframes": ["1h", "1d"], "data.base_timeframe": "1h", PTA_KEY: [{"kind": "sma", "length": 100}]}
+    with caplog.at_level("WARNING", logger="futbot.features"): X = build_features({"1m": m1}, config=cfg)
+    ref = build_features({"1m": m1}, config={k: v for k, v in cfg.items() if k != PTA_KEY})
+    assert X["SMA_100_1d"].isna().all() and X["SMA_100_1h"].notna().all()
+    assert X.index.equals(ref.index) and len(X) > 500
+    assert any(r.getMessage() == "pandas_ta_columns_never_present" for r in caplog.records)

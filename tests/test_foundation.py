@@ -121,6 +121,12 @@ def test_demo_runs(futbot_cmd, tmp_path):
             env=dict(os.environ, FUTBOT_LOG_DIR=str(tmp_path / "logs")), timeout=600)
     assert r.returncode == 0, r.stderr
     assert "[ ok ] config" in r.stdout and "not built yet" in r.stdout
+    out = r.stdout + r.stderr                       # what `make demo > demo.log 2>&1` keeps
+    assert "\x1b[" not in out and "\r" not in out, "terminal escapes in the demo's output without a terminal"
+    assert len(out.splitlines()) < 100, out
+    assert not [l for l in out.splitlines() if l.startswith("{")], "JSON log lines belong in the log file"
+    logged = (tmp_path / "logs" / "futbot.log").read_text().splitlines()
+    assert any('"event": "progress"' in l for l in logged), "download progress goes to the log without a terminal"
 
 def test_json_logs(tmp_path):
     code = ("from futbot.config import setup_logging, log_event; setup_logging('INFO', log_dir=r'%s', stderr_format='json');"

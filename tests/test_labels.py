@@ -1,8 +1,11 @@
-"""futbot.labels: equal to a brute-force reference (ties included), time rule, weights, report."""
+"""futbot.labels: equal to a brute-force reference (ties included) on 1m and on coarser path bars, time rule,
+weights, report."""
+import warnings
 import numpy as np, pandas as pd, pytest, talib
 import matplotlib; matplotlib.use("Agg")
 from futbot.features import synth_bars, resample_bars, perturb_after, build_features
-from futbot.labels import make_labels, first_touch_nb, first_touch_ref, uniqueness_weights, LabelReport
+from futbot.labels import (make_labels, first_touch_nb, first_touch_ref, uniqueness_weights, LabelReport,
+                           CoarsePathWarning)
 
 MIN = pd.Timedelta("1min")
 
@@ -15,24 +18,25 @@ def random_trades(m1, seed, share=0.5):
     ts, px = zip(*rows)
     return pd.DataFrame({"price": px, "qty": 1.0}, index=pd.DatetimeIndex(ts))
 
-def brute(m1, base_min, kind, h_min, up, down, trades=None, atr=None, atr_mult=None):
-    "Plain loops over the 1m bars after each decision time, as the issue states the rules"
+def brute(m1, base_min, kind, h_min, up, down, trades=None, atr=None, atr_mult=None, path_min=1):
+    "Plain loops over the path bars (1m, or `path_min` minutes) after each decision time, as the issue states the rules"
+    P = path_min * MIN
     hi, lo, cl = (dict(zip(m1.index, m1[c])) for c in ("high", "low", "close"))
     last = m1.index[-1]
-    tr = {} if trades is None else trades.groupby(trades.index.floor("1min"))["price"].apply(list).to_dict()
+    tr = {} if trades is None else trades.groupby(trades.index.floor(P))["price"].apply(list).to_dict()
     labels, spans, excluded = {}, {}, 0
     first = m1.index[0]
-    n_base = len(m1) // base_min
+    n_base = len(m1) * path_min // base_min
     for b in range(n_base):
         o = first + b * base_min * MIN; t = o + base_min * MIN
-        entry = cl[t - MIN]
+        entry = cl[t - P]
         d = down if atr_mult is None else atr_mult * atr[b] / entry
         u = up if atr_mult is None else d * up / down
-        if t + h_min * MIN > last + MIN or not np.isfinite(d): labels[t] = np.nan; continue
+        if t + h_min * MIN > last + P or not np.isfinite(d): labels[t] = np.nan; continue
         up_px, dn_px = entry * (1 + u), entry * (1 - d)
-        res, exit_m = 0, t + (h_min - 1) * MIN
-        for k in range(h_min):
-            m = t + k * MIN
+        res, exit_m = 0, t + h_min * MIN - P
+        for k in range(h_min // path_min):
+            m = t + k * P
             if m not in hi: continue
             hu, hd = hi[m] >= up_px, lo[m] <= dn_px
             if hu and hd:
@@ -44,18 +48,18 @@ def brute(m1, base_min, kind, h_min, up, down, trades=None, atr=None, atr_mult=N
             elif hd: res = -1
             if hu or hd: exit_m = m; break
         spans[t] = (t, exit_m)
-        if kind == "regression": labels[t] = min(max(cl[t + (h_min - 1) * MIN] / entry - 1, -d), u); continue
+        if kind == "regression": labels[t] = min(max(cl[t + h_min * MIN - P] / entry - 1, -d), u); continue
         if res == "tie": labels[t] = np.nan; excluded += 1
         elif kind == "binary": labels[t] = {1: 1.0, -1: 0.0, 0: np.nan}[res]
         else: labels[t] = float(res)
-    # average uniqueness over 1m bars
+    # average uniqueness over the path bars
     conc = {}
     for a, e in spans.values():
         m = a
-        while m <= e: conc[m] = conc.get(m, 0) + 1; m += MIN
+        while m <= e: conc[m] = conc.get(m, 0) + 1; m += P
     w = {}
     for t, (a, e) in spans.items():
-        ms = pd.date_range(a, e, freq="1min"); w[t] = np.mean([1 / conc[m] for m in ms])
+        ms = pd.date_range(a, e, freq=P); w[t] = np.mean([1 / conc[m] for m in ms])
     return pd.Series(labels), pd.Series(w), excluded
 
 @pytest.fixture(scope="module")
@@ -119,7 +123,13 @@ def test_config_defaults_and_errors(m1):
     L = make_labels({"1m": m1}, kind=None, horizon=None, up=None, down=None)      # configs/model.yaml: binary, 4h, 2%, 1%
     assert L.attrs["kind"] == "binary" and L.attrs["horizon"] == "4h"
     assert (L.index[1] - L.index[0]) == pd.Timedelta("5min")                          # data.base_timeframe
-    with pytest.raises(ValueError, match="barriers are checked on 1m bars"): make_labels({"5m": resample_bars(m1, "5m")}, base="5m")
+    with pytest.warns(CoarsePathWarning, match="no 1m bars, barriers are checked on 5m bars"):   # issue 9: not an error
+        assert make_labels({"5m": resample_bars(m1, "5m")}, base="5m").attrs["path"] == "5m"
+    with pytest.raises(ValueError, match="no bars at 5m or finer"):
+        make_labels({"1h": resample_bars(m1, "1h")}, base="5m")
+    with pytest.warns(CoarsePathWarning):                                   # no base given: the features' fallback
+        L1h = make_labels({"1h": resample_bars(m1, "1h")}, horizon="4h")
+    assert L1h.index[1] - L1h.index[0] == pd.Timedelta("1h") and L1h.attrs["path"] == "1h"
     with pytest.raises(ValueError, match="kind must be"): make_labels({"1m": m1}, kind="quaternary", base="5m")
 
 def test_label_report(m1):
@@ -131,3 +141,94 @@ def test_label_report(m1):
     assert len(r.corr) == 10 and r.corr["spearman"].abs().is_monotonic_decreasing
     fig = r.figure(); assert len(fig.axes) == 3
     assert "ternary labels" in r._repr_html_()
+
+
+# --- labels at any base timeframe (issue 9 point 7): the finest bars given are the path
+
+@pytest.fixture(scope="module")
+def m1_long():
+    "20 days of 1m bars: enough hourly bars for hourly horizons, ties and ATR"
+    return synth_bars(60 * 24 * 20, seed=11, vol=0.002)
+
+def hourly_trades(h1, seed):
+    "aggTrades inside a random half of the hours, a few prices between the hour's low and high"
+    return random_trades(h1, seed)
+
+@pytest.mark.parametrize("kind", ["binary", "ternary", "regression"])
+@pytest.mark.parametrize("base,with_trades", [("1h", False), ("1h", True), ("4h", False)])
+def test_hourly_only_labels_equal_brute_force(m1_long, kind, base, with_trades):
+    "Bars with no 1m (hourly, from any source): the 1h bars are the path, equal to the plain loop over them"
+    h1 = resample_bars(m1_long, "1h")
+    bars = {"1h": h1} if base == "1h" else {"1h": h1, "4h": resample_bars(m1_long, "4h")}
+    trades = hourly_trades(h1, seed=3) if with_trades else None
+    with pytest.warns(CoarsePathWarning, match="checked on 1h bars"):
+        L = make_labels(bars, kind, "12h", up=0.02, down=0.01, trades=trades, base=base)
+    assert L.attrs["path"] == "1h"
+    ref, w, excl = brute(h1, int(base[0]) * 60, kind, 12 * 60, 0.02, 0.01, trades, path_min=60)
+    np.testing.assert_array_equal(L["label"].to_numpy(), ref.reindex(L.index).to_numpy())
+    wl = L["weight"].dropna()
+    np.testing.assert_allclose(wl.to_numpy(), w.reindex(wl.index).to_numpy(), rtol=1e-12)
+    assert L.attrs["ties_excluded"] == excl
+    if kind != "regression":
+        assert L.attrs["ties"] > 0 and excl > 0                     # hourly bars do touch both barriers
+        if with_trades: assert L.attrs["ties"] > excl                # ... and the trades inside the hour resolve some
+
+def test_finest_bars_given_are_the_path(m1_long):
+    "5m and 1h given, base 1h: the 5m bars decide, equal to the plain loop over 5m bars"
+    b5, h1 = resample_bars(m1_long, "5m"), resample_bars(m1_long, "1h")
+    with pytest.warns(CoarsePathWarning, match="checked on 5m bars"):
+        L = make_labels({"5m": b5, "1h": h1}, "ternary", "6h", 0.01, 0.005, base="1h")
+    ref, _, excl = brute(b5, 60, "ternary", 360, 0.01, 0.005, path_min=5)
+    np.testing.assert_array_equal(L["label"].to_numpy(), ref.reindex(L.index).to_numpy())
+    assert L.attrs["path"] == "5m" and L.attrs["ties_excluded"] == excl
+
+def test_coarse_path_said_once_and_1m_says_nothing(m1_long):
+    h1 = resample_bars(m1_long, "1h")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        make_labels({"1h": h1}, "binary", "12h", 0.02, 0.01, base="1h")
+    assert [x.category for x in w] == [CoarsePathWarning]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert make_labels({"1m": m1_long, "1h": h1}, "binary", "12h", 0.02, 0.01, base="1h").attrs["path"] == "1m"
+
+def test_hourly_path_never_contradicts_the_1m_path(m1_long):
+    "Where an hour touches one barrier only, every minute in it does too: hourly decisions equal 1m ones"
+    h1 = resample_bars(m1_long, "1h")
+    with pytest.warns(CoarsePathWarning):
+        Lh = make_labels({"1h": h1}, "ternary", "12h", 0.02, 0.01, base="1h")
+    Lm = make_labels({"1m": m1_long, "1h": h1}, "ternary", "12h", 0.02, 0.01, base="1h")
+    dec = Lh["label"].notna()
+    assert dec.sum() > 300 and (Lh.loc[dec, "label"] == Lm.loc[dec, "label"]).all()
+    assert Lh["label"].isna().sum() > Lm["label"].isna().sum()    # coarse bars leave more ties, all excluded
+
+def test_hourly_labels_time_rule(m1_long):
+    "Hourly path: rows whose horizon ends <= T are bit-identical when everything after T is scrambled"
+    h1 = resample_bars(m1_long, "1h")
+    trades = hourly_trades(h1, seed=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoarsePathWarning)
+        for kind in ("binary", "ternary", "regression"):
+            L = make_labels({"1h": h1}, kind, "12h", 0.02, 0.01, trades=trades, base="1h")
+            T = L.index[200] + pd.Timedelta("20min")
+            pb, pe = perturb_after({"1h": h1}, T, seed=4, extras={"trades": trades})
+            Lp = make_labels(pb, kind, "12h", 0.02, 0.01, trades=pe["trades"], base="1h")
+            done = L.index + pd.Timedelta("12h") <= T
+            assert done.sum() > 150 and L[done].equals(Lp[done])
+            assert not L[~done].equals(Lp[~done])
+
+def test_hourly_labels_look_only_after_t(m1_long):
+    "The bar closing at t (and every earlier bar) never decides the label at t; the first bar after t does"
+    h1 = resample_bars(m1_long, "1h")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", CoarsePathWarning)
+        L = make_labels({"1h": h1}, "binary", "12h", 0.02, 0.01, base="1h")
+        for k in (100, 250, 400):
+            wild = h1.copy()
+            wild.iloc[k, wild.columns.get_loc("high")] *= 1.5              # touches every take-profit near it
+            wild.iloc[k, wild.columns.get_loc("low")] *= 0.5               # ... and every stop
+            t = wild.index[k] + pd.Timedelta("1h")                        # that bar's close: a decision time
+            Lw = make_labels({"1h": wild}, "binary", "12h", 0.02, 0.01, base="1h")
+            cols = ["label", "ret", "t_end"]
+            assert Lw.loc[t:, cols].equals(L.loc[t:, cols])               # rows at and after its close never see it
+            assert np.isnan(Lw.loc[t - pd.Timedelta("1h"), "label"])      # the row before: a tie in its first bar

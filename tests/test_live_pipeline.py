@@ -1,7 +1,7 @@
 """The live path end to end: bars emitted by the WebSocket bar builder feed `LiveFeatures` through
 `replay_live`, and the rows equal `build_features` on the REST download of the same bars."""
 import numpy as np, pandas as pd
-from futbot.sim import SimServer
+from futbot.exchange import SimServer
 from futbot.history import download, load_bars
 from futbot.streams import StreamManager, run_sync, bars_frame
 from futbot.features import build_features, replay_live

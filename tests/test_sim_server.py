@@ -8,7 +8,9 @@ import aiohttp
 import pytest
 import requests
 
-from futbot.sim import SimServer, Market, write_vision, bench_rest
+from futbot.sim import Market
+from futbot.exchange import SimServer, bench_rest
+from futbot.vision import write_vision
 
 SYM = "BTCUSDT"
 MIN = 60_000
@@ -422,7 +424,7 @@ def test_fault_ws_drop_all_and_next(fsim):
 
 
 def test_clean_shutdown_leaves_no_pending_tasks():
-    from futbot.sim import serve_sim
+    from futbot.exchange import serve_sim
     m = Market(months=1, speed=60)
     async def go():
         stop, ready = asyncio.Event(), asyncio.Event(); info = {}
@@ -446,7 +448,7 @@ def test_clean_shutdown_leaves_no_pending_tasks():
 # ---------------------------------------------------------------- the process: futbot sim
 
 def _python_sim(*args):
-    return [sys.executable, "-c", "from futbot.sim import main; main()", *args]
+    return [sys.executable, "-c", "from futbot.exchange import main; main()", *args]
 
 
 def test_sim_process_prints_url_and_exits_0_on_sigterm(sig=signal.SIGTERM):
@@ -491,7 +493,7 @@ def test_sim_bad_arguments_one_line_exit_2_process():
                                          (["--speed", "-1"], "--speed"), (["--bogus"], "--bogus"), (["vision"], "--out"),
                                          (["--faults", '{"nope": 1}'], "nope"), (["vision", "--out", "x", "--datasets", "foo"], "foo")])
 def test_sim_bad_arguments_one_line_exit_2(args, needle, capsys):
-    from futbot.sim import run_sim
+    from futbot.exchange import run_sim
     try: code = run_sim(["--port", "0", *args])
     except SystemExit as e: code = e.code
     out, err = capsys.readouterr()

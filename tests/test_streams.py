@@ -9,7 +9,9 @@ import pytest
 
 from futbot.binance import Rest
 from futbot.history import BAR_COLS, parse
-from futbot.sim import SimServer, fmt_ticks, SYMBOLS
+from futbot.sim import SYMBOLS
+from futbot.exchange import SimServer
+from futbot.vision import fmt_ticks
 from futbot.streams import StreamManager, bars_frame
 
 MIN = 60_000
