@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 import requests
 from binance.client import Client
 from binance.exceptions import BinanceAPIException, BinanceRequestException
+from fastcore.basics import patch
 from .config import log_event
 
 # %% auto #0
-__all__ = ['EXCHANGES', 'ENDPOINTS', 'ExchangeError', 'BannedError', 'rest_base', 'ws_base', 'kline_weight', 'depth_weight',
-           'Endpoint', 'WeightLimiter', 'Rest']
+__all__ = ['EXCHANGES', 'REQUEST_POOLS', 'ENDPOINTS', 'ExchangeError', 'BannedError', 'rest_base', 'ws_base', 'kline_weight',
+           'depth_weight', 'Endpoint', 'WeightLimiter', 'Rest']
 
 # %% ../nbs/01_binance.ipynb #92d96c7d
 EXCHANGES = {
@@ -31,7 +32,8 @@ def rest_base(exchange:str)->str:
     "REST base URL of `binance`, `testnet` or a base URL such as http://127.0.0.1:8900"
     if exchange in EXCHANGES: return EXCHANGES[exchange][0]
     if re.fullmatch(r"https?://[^\s/]+(:\d+)?/?", exchange): return exchange.rstrip("/")
-    raise ExchangeError(f"unknown exchange {exchange!r}: use binance, testnet or a base URL such as http://127.0.0.1:8900")
+    raise ExchangeError(f"unknown exchange {exchange!r}: use binance, testnet or a base URL "
+                        "such as http://127.0.0.1:8900")
 
 def ws_base(exchange:str)->str:
     "WebSocket base URL for the same exchange"
@@ -54,6 +56,10 @@ class Endpoint:
     weight: object     # limit -> weight
     max_limit: int     # largest page
     default_limit: int
+    pool: str = "weight"   # the limit it counts against: the weight budget, or a request-count pool
+
+REQUEST_POOLS = {"funding": (500, 300.0),   # fundingRate (and fundingInfo): requests per IP and 5 minutes
+                 "data": (1000, 300.0)}     # /futures/data statistics: requests per IP and 5 minutes
 
 ENDPOINTS = {
     "time":          Endpoint("futures_time", "/fapi/v1/time", lambda l: 1, 0, 0),
@@ -64,11 +70,14 @@ ENDPOINTS = {
     "premium":       Endpoint("futures_premium_index_klines", "/fapi/v1/premiumIndexKlines", kline_weight, 1500, 1000),
     "agg_trades":    Endpoint("futures_aggregate_trades", "/fapi/v1/aggTrades", lambda l: 20, 1000, 1000),
     "depth":         Endpoint("futures_order_book", "/fapi/v1/depth", depth_weight, 1000, 100),
-    "funding":       Endpoint("futures_funding_rate", "/fapi/v1/fundingRate", lambda l: 1, 1000, 1000),
-    "open_interest": Endpoint("futures_open_interest_hist", "/futures/data/openInterestHist", lambda l: 1, 500, 500),
-    "open_interest_now": Endpoint("futures_open_interest", "/fapi/v1/openInterest", lambda l: 1, 0, 0),   # no stream exists: polled
-    "long_short":    Endpoint("futures_global_longshort_ratio", "/futures/data/globalLongShortAccountRatio", lambda l: 1, 500, 500),
-    "taker_ratio":   Endpoint("futures_taker_longshort_ratio", "/futures/data/takerlongshortRatio", lambda l: 1, 500, 500),
+    "funding":       Endpoint("futures_funding_rate", "/fapi/v1/fundingRate", lambda l: 1, 1000, 1000, "funding"),
+    "open_interest": Endpoint("futures_open_interest_hist", "/futures/data/openInterestHist", lambda l: 1, 500, 500,
+                              "data"),
+    "open_interest_now": Endpoint("futures_open_interest", "/fapi/v1/openInterest", lambda l: 1, 0, 0),   # polled
+    "long_short":    Endpoint("futures_global_longshort_ratio", "/futures/data/globalLongShortAccountRatio",
+                              lambda l: 1, 500, 500, "data"),
+    "taker_ratio":   Endpoint("futures_taker_longshort_ratio", "/futures/data/takerlongshortRatio",
+                              lambda l: 1, 500, 500, "data"),
 }
 
 # %% ../nbs/01_binance.ipynb #8f35ff9b
@@ -77,31 +86,41 @@ class WeightLimiter:
     def __init__(self, budget:int=2400,   # weight per window (Binance USD-M: 2400 per minute)
                  window_s:float=60.0,      # window length in seconds
                  safety:float=0.97,        # use at most this fraction of the budget
+                 edge_s:float=0.25,        # a request sent this close to a window's end counts in the next one too
                  clock=time.time, sleep=time.sleep):
         if budget <= 0 or window_s <= 0: raise ValueError("budget and window_s must be > 0")
         self.budget, self.window_s, self.safety, self.clock, self.sleep = budget, window_s, safety, clock, sleep
+        self.edge_s = min(edge_s, window_s / 4)
         self.lock = threading.Lock()
-        self.window, self.used, self.blocked_until = None, 0, 0.0
+        self.window, self.used, self.carry, self.blocked_until = None, 0, 0, 0.0
         self.per_window, self.total, self.requests, self.n429, self.waited_s = {}, 0, 0, 0, 0.0
 
     def _roll(self, now):
         w = int(now // self.window_s)
-        if w != self.window: self.window, self.used = w, 0
+        if w != self.window:
+            follows = self.window is not None and w == self.window + 1
+            self.window, self.used, self.carry = w, self.carry if follows else 0, 0
         return w
 
     def acquire(self, weight:int)->int:
         "Reserve `weight`, waiting for a window with room; returns the window id"
-        if weight > self.budget: raise ValueError(f"a request of weight {weight} can never fit a budget of {self.budget}")
+        if weight > self.budget:
+            raise ValueError(f"a request of weight {weight} can never fit a budget of {self.budget}")
         while True:
             with self.lock:
-                now = self.clock(); w = self._roll(now)
+                now = self.clock()
+                w = self._roll(now)
                 wait = self.blocked_until - now
                 if wait <= 0 and self.used + weight <= self.budget * self.safety:
-                    self.used += weight; self.total += weight; self.requests += 1
+                    self.used += weight
+                    self.total += weight
+                    self.requests += 1
                     self.per_window[w] = self.per_window.get(w, 0) + weight
+                    if now > (w + 1) * self.window_s - self.edge_s: self.carry += weight   # may land in the next
                     return w
                 if wait <= 0: wait = (w + 1) * self.window_s - now + 0.02
-            self.waited_s += wait; self.sleep(wait)
+            self.waited_s += wait
+            self.sleep(wait)
 
     def observe(self, used_header, window:int):
         "Raise the local count to the server's `X-MBX-USED-WEIGHT-1M` for the same window"
@@ -128,10 +147,14 @@ class Rest:
     def __init__(self, exchange:str="binance",            # binance, testnet or a base URL
                  limiter:WeightLimiter|None=None,         # shared across threads and datasets
                  timeout:float=10.0, max_retries:int=8, backoff_base:float=0.25, backoff_cap:float=20.0,
-                 api_key:str|None=None, api_secret:str|None=None):
+                 api_key:str|None=None, api_secret:str|None=None,
+                 pools:dict|None=None):                   # limiters of the request-count pools (REQUEST_POOLS)
         self.exchange, self.base = exchange, rest_base(exchange)
         self.limiter = limiter or WeightLimiter()
-        self.timeout, self.max_retries, self.backoff_base, self.backoff_cap = timeout, max_retries, backoff_base, backoff_cap
+        self.pools = {"weight": self.limiter, **{k: WeightLimiter(n, w) for k, (n, w) in REQUEST_POOLS.items()}}
+        self.pools.update(pools or {})
+        self.timeout, self.max_retries = timeout, max_retries
+        self.backoff_base, self.backoff_cap = backoff_base, backoff_cap
         self.api_key, self.api_secret = api_key, api_secret
         self.local = threading.local()
         self.stats_lock = threading.Lock()
@@ -147,58 +170,80 @@ class Rest:
         return c
 
     def _backoff(self, attempt:int, what:str):
-        if attempt >= self.max_retries: raise ExchangeError(f"{self.base}: giving up after {attempt} retries ({what})")
+        if attempt >= self.max_retries:
+            raise ExchangeError(f"{self.base}: giving up after {attempt} retries ({what})")
         with self.stats_lock: self.retries += 1
         d = random.uniform(0, min(self.backoff_cap, self.backoff_base * 2 ** attempt))
         log_event("futbot.binance", "retry", level=20, attempt=attempt + 1, wait_s=round(d, 3), reason=what)
         time.sleep(d)
 
-    def call(self, name:str, **params):
-        "Call endpoint `name` with Binance parameters, within the weight budget, retrying what can be retried"
-        ep = ENDPOINTS[name]
-        weight = ep.weight(params.get("limit", ep.default_limit))
-        attempt = 0
-        while True:
-            window = self.limiter.acquire(weight)
-            self.local.weight = self.thread_weight() + weight
-            c = self.client()
-            try:
-                data = getattr(c, ep.method)(**params)
-                self.limiter.observe(c.response.headers.get("X-MBX-USED-WEIGHT-1M"), window)
-                return data
-            except BinanceAPIException as e:
-                h = getattr(e.response, "headers", {}) or {}
-                self.limiter.observe(h.get("X-MBX-USED-WEIGHT-1M"), window)
-                st = e.status_code
-                if st == 429:
-                    ra = _retry_after(h, self.limiter)
-                    log_event("futbot.binance", "rate_limited", level=30, endpoint=ep.path, retry_after_s=ra)
-                    self.limiter.penalise(ra); continue
-                if st == 418:
-                    raise BannedError(f"{self.base}: this IP is banned for {h.get('Retry-After', '?')} s (HTTP 418 after repeated 429s); stop and wait") from None
-                if st >= 500 or st == 408:
-                    with self.stats_lock: self.errors_5xx += 1
-                    self._backoff(attempt, f"HTTP {st} on {ep.path}"); attempt += 1; continue
-                raise ExchangeError(f"{ep.path} {_fmt_params(params)}: {e.message} (HTTP {st}, code {e.code})") from None
-            except (requests.RequestException, BinanceRequestException, ValueError) as e:
-                with self.stats_lock: self.net_errors += 1
-                self._backoff(attempt, f"{type(e).__name__} on {ep.path}"); attempt += 1
-
-    def thread_weight(self)->int:
-        "Weight spent by this thread's requests (per-task accounting when tasks share the limiter)"
-        return getattr(self.local, "weight", 0)
-
-    def server_time(self)->int:
-        "The exchange's clock, ms"
-        return int(self.call("time")["serverTime"])
-
-    def symbols(self)->dict:
-        "symbol -> exchangeInfo entry, for the symbols the exchange trades"
-        return {s["symbol"]: s for s in self.call("exchange_info")["symbols"]}
-
 def _retry_after(headers, limiter)->float:
+    "Seconds to wait after a 429: its `Retry-After`, else until the limiter's next window"
     try: return float(headers.get("Retry-After"))
     except (TypeError, ValueError):
-        now = limiter.clock(); return (int(now // limiter.window_s) + 1) * limiter.window_s - now
+        now = limiter.clock()
+        return (int(now // limiter.window_s) + 1) * limiter.window_s - now
 
 def _fmt_params(p:dict)->str: return " ".join(f"{k}={v}" for k, v in p.items())
+
+# %% ../nbs/01_binance.ipynb #5b280134
+@patch
+def call(self:Rest, name:str, **params):
+    "Call endpoint `name` with Binance parameters, within its budget, retrying what can be retried"
+    ep = ENDPOINTS[name]
+    weight = ep.weight(params.get("limit", ep.default_limit))
+    lim = self.pools[ep.pool]
+    attempt = 0
+    while True:
+        window = lim.acquire(weight)
+        self.local.weight = self.thread_weight() + weight
+        c = self.client()
+        try:
+            data = getattr(c, ep.method)(**params)
+            if ep.pool == "weight": lim.observe(c.response.headers.get("X-MBX-USED-WEIGHT-1M"), window)
+            return data
+        except BinanceAPIException as e:
+            h = getattr(e.response, "headers", {}) or {}
+            if ep.pool == "weight": lim.observe(h.get("X-MBX-USED-WEIGHT-1M"), window)
+            st = e.status_code
+            if st == 429:
+                ra = _retry_after(h, lim)
+                log_event("futbot.binance", "rate_limited", level=30, endpoint=ep.path, retry_after_s=ra)
+                lim.penalise(ra)
+                continue
+            if st == 418:
+                raise BannedError(f"{self.base}: this IP is banned for {h.get('Retry-After', '?')} s "
+                                  "(HTTP 418 after repeated 429s); stop and wait") from None
+            if st >= 500 or st == 408:
+                with self.stats_lock: self.errors_5xx += 1
+                self._backoff(attempt, f"HTTP {st} on {ep.path}")
+                attempt += 1
+                continue
+            what = f"{ep.path} {_fmt_params(params)}"
+            raise ExchangeError(f"{what}: {e.message} (HTTP {st}, code {e.code})") from None
+        except (requests.RequestException, BinanceRequestException, ValueError) as e:
+            with self.stats_lock: self.net_errors += 1
+            self._backoff(attempt, f"{type(e).__name__} on {ep.path}")
+            attempt += 1
+
+# %% ../nbs/01_binance.ipynb #e556025d
+@patch
+def thread_weight(self:Rest)->int:
+    "Weight spent by this thread's requests (per-task accounting when tasks share the limiter)"
+    return getattr(self.local, "weight", 0)
+
+@patch
+def server_time(self:Rest)->int:
+    "The exchange's clock, ms"
+    return int(self.call("time")["serverTime"])
+
+@patch
+def symbols(self:Rest)->dict:
+    "symbol -> exchangeInfo entry, for the symbols the exchange trades"
+    return {s["symbol"]: s for s in self.call("exchange_info")["symbols"]}
+
+@patch
+def totals(self:Rest)->dict:
+    "Requests sent and 429s received, over the weight budget and every request-count pool"
+    ps = self.pools.values()
+    return {"requests": sum(p.requests for p in ps), "n429": sum(p.n429 for p in ps)}

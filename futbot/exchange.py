@@ -17,10 +17,11 @@ from .vision import VISION_DATASETS, write_vision
 
 # %% auto #0
 __all__ = ['ERR_MANDATORY', 'ERR_UNREAD', 'ERR_ILLEGAL', 'ERR_INVALID', 'ERR_START_END', 'ERR_COMBO', 'ERR_HOURS', 'ERR_SYMBOL',
-           'ERR_INTERVAL', 'ERR_429', 'ERR_418', 'ERR_5XX', 'DEPTH_LIMITS', 'DATA_DAYS', 'REST_ROUTES', 'KLINE_BATCH',
-           'FUNDING_REQUESTS', 'DATA_REQUESTS', 'SIDE_WINDOWS', 'APP_STATE', 'APP_KW', 'BinanceError', 'err_body',
-           'Params', 'RateLimiter', 'Faults', 'RawJSON', 'ws_kline', 'fmt_levels', 'make_app', 'serve_sim',
-           'warm_market', 'SimServer', 'symbol_list', 'add_sim_args', 'run_sim', 'main', 'bench_rest', 'demo_stage']
+           'ERR_INTERVAL', 'ERR_429', 'ERR_429_REQUESTS', 'ERR_418', 'ERR_5XX', 'DEPTH_LIMITS', 'DATA_DAYS',
+           'REST_ROUTES', 'KLINE_BATCH', 'FUNDING_REQUESTS', 'FUNDING_WINDOW_S', 'DATA_REQUESTS', 'SIDE_WINDOWS',
+           'APP_STATE', 'APP_KW', 'BinanceError', 'err_body', 'Params', 'rate_interval', 'RateLimiter', 'Faults',
+           'RawJSON', 'ws_kline', 'fmt_levels', 'make_app', 'serve_sim', 'warm_market', 'SimServer', 'symbol_list',
+           'add_sim_args', 'run_sim', 'main', 'bench_rest', 'demo_stage']
 
 # %% ../nbs/02b_exchange.ipynb #4d801c0f
 _log = logging.getLogger("futbot.exchange")
@@ -48,9 +49,12 @@ ERR_START_END = "Start time is greater than end time."
 ERR_COMBO = "Combination of optional parameters invalid."
 ERR_HOURS = "More than {} hours between startTime and endTime."
 ERR_SYMBOL, ERR_INTERVAL = "Invalid symbol.", "Invalid interval."
-ERR_429 = ("Too many requests; current limit is {} requests per minute. Please use the websocket for live updates "
-           "to avoid polling the API.")
-ERR_418 = "Way too many requests; IP banned until {}. Please use the websocket for live updates to avoid bans."
+ERR_429 = ("Too much request weight used; current limit is {} request weight per {}. Please use WebSocket Streams "
+           "for live updates to avoid polling the API.")
+ERR_429_REQUESTS = ("Too many requests; current limit is {} requests per {}. Please use WebSocket Streams for live "
+                    "updates to avoid polling the API.")
+ERR_418 = ("Way too much request weight used; IP banned until {}. Please use WebSocket Streams for live updates to "
+           "avoid bans.")
 ERR_5XX = "Internal error; unable to process your request. Please try again."
 
 # %% ../nbs/02b_exchange.ipynb #d5df9de5
@@ -84,6 +88,14 @@ class Params:
         if unread: raise BinanceError(-1104, ERR_UNREAD.format(len(self.keys) - len(unread), len(self.keys)))
 
 # %% ../nbs/02b_exchange.ipynb #24395f85
+_UNITS = (("DAY", 86400), ("HOUR", 3600), ("MINUTE", 60), ("SECOND", 1))
+
+def rate_interval(window_s:float)->tuple:
+    "A window length as Binance's (interval, intervalNum): 60 -> ('MINUTE', 1), 300 -> ('MINUTE', 5)"
+    for name, s in _UNITS:
+        if window_s >= s and window_s % s == 0: return name, int(window_s // s)
+    return "SECOND", window_s
+
 class RateLimiter:
     "Per-IP request weight in fixed wall-clock windows, with Binance's 429-then-418 escalation"
     def __init__(self, limit:int=2400,       # weight budget per window and IP
@@ -101,6 +113,11 @@ class RateLimiter:
             self.used[ip] = (w, 0)
             self.refused[ip] = 0
         return w
+
+    def per(self)->str:
+        "The window as a rate-limit message writes it: '1 MINUTE', '5 MINUTE', '2 SECOND'"
+        unit, n = rate_interval(self.window_s)
+        return f"{n} {unit}"
 
     def weight(self, ip:str)->int:
         "Weight used by `ip` in the current window"
@@ -284,8 +301,9 @@ class _RestBase:
     async def time(self, r): return {"serverTime": self.m.now_ms()}
 
     async def exchange_info(self, r):
-        limits = [{"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1,
-                   "limit": r.app[APP_STATE].limiter.limit},
+        lim = r.app[APP_STATE].limiter
+        unit, n = rate_interval(lim.window_s)
+        limits = [{"rateLimitType": "REQUEST_WEIGHT", "interval": unit, "intervalNum": n, "limit": lim.limit},
                   {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
                   {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 300}]
         assets = [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}]
@@ -765,16 +783,23 @@ async def _ws_handler(request):
     return ws
 
 # %% ../nbs/02b_exchange.ipynb #3dd0dd00
-FUNDING_REQUESTS, DATA_REQUESTS, SIDE_WINDOWS = 500, 1000, 5   # own limits: requests per 5 windows
+FUNDING_REQUESTS, FUNDING_WINDOW_S = 500, 300.0   # fundingRate: requests per IP and 5 minutes
+DATA_REQUESTS, SIDE_WINDOWS = 1000, 5             # /futures/data: requests per IP and 5 weight windows
 
 class _AppState:
     "What the handlers of one app share"
-    def __init__(self, market, symbols, faults, limiter, hub):
+    def __init__(self, market, symbols, faults, limiter, hub,
+                 funding:tuple=(FUNDING_REQUESTS, FUNDING_WINDOW_S)):   # the funding routes' (limit, window_s)
         self.market, self.symbols, self.faults, self.limiter, self.hub = market, symbols, faults, limiter, hub
         self.rest = _Rest(market, symbols)
-        w, ba, bs = limiter.window_s * SIDE_WINDOWS, limiter.ban_after, limiter.ban_s
-        self.side = {"funding": RateLimiter(FUNDING_REQUESTS, w, ba, bs), "data": RateLimiter(DATA_REQUESTS, w, ba, bs)}
+        ba, bs = limiter.ban_after, limiter.ban_s
+        self.side = {"funding": RateLimiter(funding[0], funding[1], ba, bs),
+                     "data": RateLimiter(DATA_REQUESTS, limiter.window_s * SIDE_WINDOWS, ba, bs)}
         self.requests = 0
+
+def _too_many(lim:RateLimiter, requests:bool)->str:
+    "The -1003 message of a refusal by `lim`: a weight limit, or a request-count limit"
+    return (ERR_429_REQUESTS if requests else ERR_429).format(lim.limit, lim.per())
 
 APP_STATE = web.AppKey("futbot_sim", _AppState)
 
@@ -789,16 +814,20 @@ async def _rest_mw(request, handler):
     hdr = lambda used: {"X-MBX-USED-WEIGHT-1M": str(used)}
     if st.faults.take_429():
         retry = {"Retry-After": "1", **hdr(st.limiter.weight(ip))}
-        return _jresp(err_body(-1003, ERR_429.format(st.limiter.limit)), 429, retry)
+        return _jresp(err_body(-1003, _too_many(st.limiter, False)), 429, retry)
     if st.faults.take_5xx():
         return _jresp(err_body(-1001, ERR_5XX), st.faults.http_5xx_status, hdr(st.limiter.weight(ip)))
     status, used, retry = st.limiter.take(ip, weight(request.query) if callable(weight) else weight)
-    if status == 200 and side: status, _, retry = st.side[side].take(ip, 1)
+    by = st.limiter
+    if status == 200 and side:
+        by = st.side[side]
+        status, _, retry = by.take(ip, 1)
     if status == 418:
         until = int((time.time() + retry) * 1000)
         return _jresp(err_body(-1003, ERR_418.format(until)), 418, {"Retry-After": str(retry), **hdr(used)})
     if status == 429:
-        return _jresp(err_body(-1003, ERR_429.format(st.limiter.limit)), 429, {"Retry-After": str(retry), **hdr(used)})
+        msg = _too_many(by, by is not st.limiter)
+        return _jresp(err_body(-1003, msg), 429, {"Retry-After": str(retry), **hdr(used)})
     try: return _jresp(await getattr(st.rest, name)(request), 200, hdr(used))
     except BinanceError as e: return _jresp(err_body(e.code, e.msg), e.status, {**hdr(used), **e.headers})
     except Exception:
@@ -827,6 +856,8 @@ def make_app(market,                        # a `futbot.sim.Market`
              window_s:float=60.0,           # rate-limit window, seconds
              ban_after:int=5,               # refused requests in a window before a 418 ban
              ban_s:float=120.0,             # ban length, seconds
+             funding_limit:int=FUNDING_REQUESTS,     # fundingRate requests per IP and funding window
+             funding_window_s:float=FUNDING_WINDOW_S, # its window, seconds (Binance: 5 minutes)
              ping_s:float=180.0,            # WebSocket ping interval, seconds
              symbols=None,                  # symbols served (default: the market's)
             )->web.Application:
@@ -835,7 +866,8 @@ def make_app(market,                        # a `futbot.sim.Market`
     symbols = list(symbols or market.symbols)
     hub = _Hub(market, symbols, faults, ping_s)
     app = web.Application(middlewares=[_rest_mw])
-    app[APP_STATE] = _AppState(market, symbols, faults, RateLimiter(weight_limit, window_s, ban_after, ban_s), hub)
+    limiter = RateLimiter(weight_limit, window_s, ban_after, ban_s)
+    app[APP_STATE] = _AppState(market, symbols, faults, limiter, hub, (funding_limit, funding_window_s))
     for path in REST_ROUTES: app.router.add_get(path, _rest_placeholder)
     for pre in ("", "/market", "/public"):
         app.router.add_get(pre + "/ws", _ws_handler)
@@ -853,7 +885,8 @@ def make_app(market,                        # a `futbot.sim.Market`
     return app
 
 # %% ../nbs/02b_exchange.ipynb #bcff5a52
-APP_KW = ("faults", "weight_limit", "window_s", "ban_after", "ban_s", "ping_s", "symbols")   # `make_app` arguments
+APP_KW = ("faults", "weight_limit", "window_s", "ban_after", "ban_s", "funding_limit", "funding_window_s", "ping_s",
+          "symbols")   # `make_app` arguments
 
 async def serve_sim(host:str, port:int, market, stop:asyncio.Event|None=None, on_ready=None, **app_kw):
     "Serve `market` on host:port until `stop` is set; `on_ready(url, app)` is called once listening"
@@ -943,6 +976,10 @@ def add_sim_args(p:argparse.ArgumentParser)->argparse.ArgumentParser:
       help="planted predictable structure (default) or a martingale (none)")
     a("--weight-limit", type=positive_int, default=2400, help="request weight per IP and minute (default: 2400)")
     a("--rate-window-s", type=float, default=60.0, help="rate-limit window, seconds (default: 60)")
+    a("--funding-limit", type=positive_int, default=FUNDING_REQUESTS,
+      help="fundingRate requests per IP and funding window (default: 500)")
+    a("--funding-window-s", type=float, default=FUNDING_WINDOW_S,
+      help="window of the fundingRate limit, seconds (default: 300)")
     a("--ping-interval", type=float, default=180.0, help="WebSocket ping interval, seconds (default: 180)")
     a("--fault-5xx-rate", type=float, default=0.0, help="probability of a 503 answer per REST request")
     a("--fault-429-rate", type=float, default=0.0, help="probability of a forced 429 per REST request")
@@ -965,6 +1002,9 @@ def _check_sim_args(a)->dict:
     unknown = [s for s in a.symbols if s not in SYMBOLS]
     if unknown: raise ValueError(f"unknown symbol {','.join(unknown)} in --symbols (known: {', '.join(SYMBOLS)})")
     if a.speed is None or not a.speed > 0: raise ValueError(f"--speed must be > 0, got {a.speed}")
+    for flag in ("rate_window_s", "funding_window_s"):
+        v = getattr(a, flag, 1.0)
+        if not v > 0: raise ValueError(f"--{flag.replace('_', '-')} must be > 0, got {v}")
     faults = {}
     if getattr(a, "faults", None):
         try: faults = json.loads(a.faults)
@@ -1006,7 +1046,7 @@ def run_sim(args=None)->int:
         return 0
     warm_market(market)   # the URL is printed once the first requests will be fast
     app_kw = dict(faults=chk["faults"], weight_limit=args.weight_limit, window_s=args.rate_window_s,
-                  ping_s=args.ping_interval)
+                  funding_limit=args.funding_limit, funding_window_s=args.funding_window_s, ping_s=args.ping_interval)
     async def serve():
         stop, loop = asyncio.Event(), asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT): loop.add_signal_handler(sig, stop.set)

@@ -219,12 +219,14 @@ def obv_change(c, v, n, st=0):
     return out
 
 def adx(h, l, c, n=14):
-    "ADX, +DI and -DI with Wilder smoothing"
+    "ADX, +DI and -DI with Wilder smoothing seeded as TA-Lib: the DM/TR sums start from bars 1..n-1"
     up, dn = _diff(h), -_diff(l)
     pdm = np.where((up > dn) & (up > 0), up, 0.0); ndm = np.where((dn > up) & (dn > 0), dn, 0.0)
     tr = true_range(h, l, c)
-    str_, sp, sn = wilder_nb(tr, n, n), wilder_nb(pdm, n, n), wilder_nb(ndm, n, n)
+    tr[:1] = 0.0                                         # bar 0 has no move: the seed at n-1 is sum(bars 1..n-1) / n
+    str_, sp, sn = wilder_nb(tr, n, n - 1), wilder_nb(pdm, n, n - 1), wilder_nb(ndm, n, n - 1)
     pdi, ndi = 100 * _div(sp, str_), 100 * _div(sn, str_)
+    pdi[:n], ndi[:n] = np.nan, np.nan                    # +DI/-DI start at bar n, as TA-Lib's
     dx = 100 * _div(np.abs(pdi - ndi), pdi + ndi)
     return wilder_nb(dx, n, 2 * n - 1), pdi, ndi
 

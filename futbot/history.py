@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 import numpy as np, pandas as pd
 import pyarrow as pa, pyarrow.parquet as pq
-from .config import UsageError, log_event, progress_bar
+from .config import UsageError, log_event, progress_bar, positive_int
 from .intervals import (INTERVALS, BAR_COLS, MINUTE_MS, HOUR_MS, DAY_MS, interval_ms, to_ms, ms_to_iso,
                               index_ms, ms_index, add_months, next_month, month_key, months_between)
 from .binance import Rest, WeightLimiter, ExchangeError, BannedError, ENDPOINTS
@@ -410,10 +410,11 @@ def run_task(rest:Rest, store:Store, symbol:str, ds:Dataset, interval:str|None, 
             for w in windows(a, b, span)]
     pending, pending_windows = [], []
     def flush():
-        if pending:
-            df = pd.concat(pending, ignore_index=True)
-            res.duplicates += store.write_rows(symbol, ds.name, interval, df)
-        for a, b in pending_windows: store.add_coverage(symbol, ds.name, interval, a, b)
+        with store.lock:   # rows, then their coverage: one step, as the other tasks see it
+            if pending:
+                df = pd.concat(pending, ignore_index=True)
+                res.duplicates += store.write_rows(symbol, ds.name, interval, df)
+            for a, b in pending_windows: store.add_coverage(symbol, ds.name, interval, a, b)
         pending.clear()
         pending_windows.clear()
     for a, b in todo:
@@ -519,7 +520,8 @@ def _plan_tasks(datasets:list, intervals:list, price_interval:str,
     return tasks
 
 # %% ../nbs/03_history.ipynb #005b9a0f
-def _finish(rest, store, symbol, ds, iv, st, en, r:TaskResult):
+def _finish(rest, store, symbol, ds, iv, st, en, r:TaskResult,
+            repair:bool=True):   # re-request gaps once (False: report them as found)
     "Validate one task, re-request its gaps once, record the real ones, write its report"
     step = _step(ds, iv)
     if en <= st:
@@ -527,7 +529,7 @@ def _finish(rest, store, symbol, ds, iv, st, en, r:TaskResult):
         return
     df = store.load(symbol, ds.name, iv, st, en)
     rep = validate_frame(df, ds, step, st, en) if step else validate_frame(df, ds, None)
-    if rep.get("gap_ms"):
+    if repair and rep.get("gap_ms"):
         _refetch_gaps(rest, store, symbol, ds, iv, step, rep["gap_ms"], r)
         df = store.load(symbol, ds.name, iv, st, en)
         rep = validate_frame(df, ds, step, st, en)
@@ -584,8 +586,10 @@ def _book_write(store, symbol, df):
 _BAR_FORMAT = "{desc:28s} {percentage:3.0f}%|{bar:20}| {postfix}"
 
 def _run_tasks(rest:Rest, store:Store, symbol:str, tasks:list, workers:int, progress:bool,
-               bars:dict,      # filled with the progress bar of each task; the caller closes them
-              )->list:         # one `TaskResult` per task, in the order they finished
+               bars:dict,          # filled with the progress bar of each task; the caller closes them
+               repair:bool=True,   # re-request gaps once after each task
+               flush_every:int=20, # windows fetched between two writes of a task
+              )->list:             # one `TaskResult` per task, in the order they finished
     "Run the tasks in parallel threads, validating each as it finishes"
     results = []
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(tasks) or 1))) as ex:
@@ -595,11 +599,11 @@ def _run_tasks(rest:Rest, store:Store, symbol:str, tasks:list, workers:int, prog
                                disable=not progress, position=i, leave=True, unit_scale=False,
                                bar_format=_BAR_FORMAT, mininterval=1.0)
             bars[(ds.name, iv)] = bar
-            futs[ex.submit(run_task, rest, store, symbol, ds, iv, st, en, bar)] = (ds, iv, st, en)
+            futs[ex.submit(run_task, rest, store, symbol, ds, iv, st, en, bar, flush_every)] = (ds, iv, st, en)
         for f in as_completed(futs):
             ds, iv, st, en = futs[f]
             r = f.result()
-            _finish(rest, store, symbol, ds, iv, r.start, r.end, r)
+            _finish(rest, store, symbol, ds, iv, r.start, r.end, r, repair)
             results.append(r)
     return results
 
@@ -619,6 +623,8 @@ def download(symbol:str,                  # e.g. BTCUSDT
              book_every_s:float=60.0,     # seconds between order-book snapshots (dataset `book`)
              progress:bool=True,          # progress bars
              rest:Rest|None=None,         # REST access (default: a new one on `exchange`)
+             repair:bool=True,            # re-request gaps once after each task (False: report them only)
+             flush_every:int=20,          # windows fetched between two writes: what a crash can lose per task
             )->list:
     "Download what is missing of `datasets` for `symbol`, validate it, return one `TaskResult` per task"
     intervals = _checked_intervals(datasets, intervals, price_interval)
@@ -638,7 +644,7 @@ def download(symbol:str,                  # e.g. BTCUSDT
     if "book" in datasets:
         book_thread = threading.Thread(target=_book_loop, args=(rest, store, symbol, book_every_s, stop), daemon=True)
         book_thread.start()
-    try: results = _run_tasks(rest, store, symbol, tasks, workers, progress, bars)
+    try: results = _run_tasks(rest, store, symbol, tasks, workers, progress, bars, repair, flush_every)
     finally:
         stop.set()
         if book_thread: book_thread.join(timeout=30)
@@ -896,19 +902,24 @@ def run_download(args)->int:
         if args.source == "vision":
             if not args.from_dir: raise UsageError("--source vision needs --from DIR")
             r = import_vision(args.from_dir, args.data_dir, [args.symbol] if args.symbol else None,
-                              datasets if args.datasets else None, intervals if args.intervals else None, progress=not args.no_progress)
+                              datasets if args.datasets else None, intervals if args.intervals else None,
+                              progress=not args.no_progress)
             print(f"imported {r['files']} archives, {r['rows']} rows into {Path(args.data_dir) / 'raw'}")
             for e in r["refused"]: print(f"refused: {e}", file=sys.stderr)
             return 2 if r["refused"] else 0
         months = args.months if args.months is not None else (None if args.start else cfg["data.history_months"])
-        rest = Rest(args.exchange, WeightLimiter(args.weight_budget, args.weight_window))
+        rest = Rest(args.exchange, WeightLimiter(args.weight_budget, args.weight_window),
+                    pools={"funding": WeightLimiter(args.funding_budget, args.funding_window)})
         t0 = time.time()
-        res = download(args.symbol, datasets, intervals, args.price_interval, args.start, args.end, months, args.exchange, args.data_dir,
-                       workers=args.workers, agg_hours=args.agg_hours, book_every_s=args.book_every, progress=not args.no_progress, rest=rest)
+        res = download(args.symbol, datasets, intervals, args.price_interval, args.start, args.end, months,
+                       args.exchange, args.data_dir, workers=args.workers, agg_hours=args.agg_hours,
+                       book_every_s=args.book_every, progress=not args.no_progress, rest=rest,
+                       repair=not args.no_repair, flush_every=args.flush_every)
         print(summary_table(res))
-        lim = rest.limiter
-        print(f"done in {time.time() - t0:.1f} s: {lim.requests} requests, weight {lim.total}, 429s {lim.n429}, "
-              f"retries {rest.retries}; stored under {Path(args.data_dir) / 'raw' / args.symbol.upper()}")
+        n = rest.totals()
+        where = Path(args.data_dir) / "raw" / args.symbol.upper()
+        print(f"done in {time.time() - t0:.1f} s: {n['requests']} requests, weight {rest.limiter.total}, "
+              f"429s {n['n429']}, retries {rest.retries}; stored under {where}")
         return 0
     except (ValueError, DataError, ExchangeError) as e:
         raise UsageError(str(e)) from None
@@ -917,9 +928,18 @@ def add_download_args(p):
     "Arguments of `futbot download` beyond the shared ones"
     p.add_argument("--intervals", help="kline intervals, comma separated (default: data.timeframes of the config)")
     p.add_argument("--price-interval", default="1m", help="interval of mark/index/premium klines (default: 1m)")
-    p.add_argument("--weight-budget", type=int, default=2400, help="request weight per window (default: 2400, Binance's)")
+    p.add_argument("--weight-budget", type=int, default=2400,
+                   help="request weight per window (default: 2400, Binance's)")
     p.add_argument("--weight-window", type=float, default=60.0, help="weight window in seconds (default: 60)")
+    p.add_argument("--funding-budget", type=positive_int, default=500,
+                   help="fundingRate requests per funding window (default: 500, Binance's)")
+    p.add_argument("--funding-window", type=float, default=300.0, help="funding window in seconds (default: 300)")
+    p.add_argument("--no-repair", action="store_true", help="report gaps without re-requesting them once")
+    p.add_argument("--flush-every", type=positive_int, default=20,
+                   help="windows fetched between two writes of a dataset (default: 20)")
     p.add_argument("--workers", type=int, default=4, help="parallel downloads sharing the limiter (default: 4)")
-    p.add_argument("--agg-hours", type=float, default=1.0, help="hours of recent aggTrades fetched by REST (default: 1)")
-    p.add_argument("--book-every", type=float, default=60.0, help="seconds between order-book snapshots while running (default: 60)")
+    p.add_argument("--agg-hours", type=float, default=1.0,
+                   help="hours of recent aggTrades fetched by REST (default: 1)")
+    p.add_argument("--book-every", type=float, default=60.0,
+                   help="seconds between order-book snapshots while running (default: 60)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")

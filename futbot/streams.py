@@ -12,13 +12,16 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from .config import log_event, OneLineParser, exchange, symbol, interval_list
 from .binance import Rest, ENDPOINTS, Endpoint, ExchangeError, ws_base
 from .intervals import BAR_COLS, MINUTE_MS, WEEK_MS, WEEK_OFFSET_MS, interval_ms, bar_floor, ms_index
-from .history import parse as parse_rows
+from .intervals import HOUR_MS, DAY_MS, index_ms, to_ms
+from .history import parse as parse_rows, STATS_PERIOD
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['STREAM_KINDS', 'stream_names', 'plan_connections', 'combined_url', 'backoff_delay', 'Timeline', 'book_features',
-           'LocalBook', 'bar_from_ws', 'bar_from_rest', 'BarBuilder', 'Connection', 'StreamManager', 'stop', 'run',
-           'run_sync', 'bars_frame', 'main']
+__all__ = ['STREAM_KINDS', 'MARK_BACK_MS', 'EXTRAS', 'EXTRAS_ORDER', 'STATS_COLUMNS', 'EXTRAS_KEEP_MS', 'FUNDING_EVERY_MS',
+           'BOOK_TIME_UNIT', 'CLOCK_KINDS', 'stream_names', 'plan_connections', 'combined_url', 'backoff_delay',
+           'Timeline', 'book_features', 'LocalBook', 'bar_from_ws', 'bar_from_rest', 'BarBuilder', 'extras_frame',
+           'book_frame', 'LiveExtras', 'Connection', 'StreamManager', 'extras', 'extras_ready', 'wait_extras', 'stop',
+           'run', 'run_sync', 'bars_frame', 'main']
 
 # %% ../nbs/04_streams.ipynb #094d7e05
 STREAM_KINDS = ("kline", "aggTrade", "depth", "bookTicker", "markPrice", "forceOrder")
@@ -107,6 +110,7 @@ class LocalBook:
         self.state, self.lid, self.last_u, self.last_T = "init", None, None, 0
         self.resyncs = self.snapshots = self.applied = self.dropped = 0
         self.at_close = {}        # minute boundary (ms) -> features of the book just before it, None if not synced
+        self.at_levels = {}       # minute boundary (ms) -> (last_u, top bids, top asks) just before it, or None
 
     @property
     def synced(self)->bool: return self.state == "synced"
@@ -127,13 +131,6 @@ class LocalBook:
         "Book features as of time `t_ms` (a minute boundary such as a bar close), using no later diff"
         if t_ms in self.at_close: return self.at_close[t_ms]
         return self.features() if self.synced and self.last_T < t_ms else None
-
-    def _mark(self, T:int):
-        b = T - T % MINUTE_MS
-        if b <= self.last_T: return
-        f = self.features()
-        for k in range(max(b - MINUTE_MS * 120, self.last_T - self.last_T % MINUTE_MS + MINUTE_MS), b + 1, MINUTE_MS): self.at_close[k] = f
-        while len(self.at_close) > self.keep_closes: del self.at_close[next(iter(self.at_close))]
 
     def _apply(self, ev):
         U, u, pu, T, bids, asks = ev
@@ -177,6 +174,23 @@ class LocalBook:
                 self.buffer.extend(buf[i + 1:]); break
         self.last_T = max(self.last_T, T)
         return self.state
+
+# %% ../nbs/04_streams.ipynb #479fe83f
+MARK_BACK_MS = 120 * MINUTE_MS    # after a silence, boundaries are filled back at most this far
+
+@patch
+def _mark(self:LocalBook, T:int):
+    "Remember the book at every minute boundary up to `T` not yet crossed: the state before the diff stamped `T`"
+    b = T - T % MINUTE_MS
+    if b <= self.last_T: return
+    lv = (self.last_u, *self.top(self.levels)) if self.synced else None
+    f = book_features(*lv[1:], self.levels) if lv else None
+    for k in range(max(b - MARK_BACK_MS, self.last_T - self.last_T % MINUTE_MS + MINUTE_MS), b + 1, MINUTE_MS):
+        self.at_close[k], self.at_levels[k] = f, lv
+    while len(self.at_close) > self.keep_closes:
+        k = next(iter(self.at_close))
+        del self.at_close[k], self.at_levels[k]
+
 
 # %% ../nbs/04_streams.ipynb #e65f486c
 def bar_from_ws(k:dict)->dict:
@@ -363,6 +377,124 @@ def _emit(self:BarBuilder, tf, step, bar, ok)->dict:
     if self.on_bar: self.on_bar(out)
     return out
 
+# %% ../nbs/04_streams.ipynb #cee8d074
+EXTRAS = ("funding", "open_interest", "mark", "index", "book")   # the live extras kept by `StreamManager(extras=True)`
+EXTRAS_ORDER = ("funding", "open_interest", "long_short", "taker_ratio", "mark", "index", "book")   # load_extras' keys
+STATS_COLUMNS = {    # /futures/data series: stored column -> load_extras column (as `load_extras` renames them)
+    "open_interest": {"sum_open_interest": "open_interest", "sum_open_interest_value": "open_interest_value"},
+    "long_short": {"long_short_ratio": "long_short_ratio", "long_account": "long_account",
+                   "short_account": "short_account"},
+    "taker_ratio": {"buy_sell_ratio": "buy_sell_ratio", "buy_vol": "buy_vol", "sell_vol": "sell_vol"}}
+EXTRAS_KEEP_MS = 2 * DAY_MS       # history fetched at start and kept per dataset (LiveFeatures reads the last day)
+FUNDING_EVERY_MS = 8 * HOUR_MS    # funding interval assumed until two rows or the markPrice stream say otherwise
+BOOK_TIME_UNIT = pd.Timestamp(0, unit="ms").unit   # resolution of the book's `time` as history stores it
+
+def extras_frame(ds:str,      # funding, open_interest, long_short, taker_ratio, mark or index
+                 rows:list,   # REST rows of that dataset
+                )->pd.DataFrame: # indexed as `load_extras` indexes it
+    "REST rows of one extras dataset shaped as `load_extras` gives them"
+    df = parse_rows(ds, rows)
+    if ds == "funding": return df.set_index("funding_time")[["funding_rate", "mark_price"]]
+    if ds in STATS_COLUMNS:
+        cols = STATS_COLUMNS[ds]
+        df = df.rename(columns=cols).set_index("timestamp")[list(cols.values())]
+        df.index = df.index + pd.Timedelta(milliseconds=interval_ms(STATS_PERIOD))    # public at the end of its period
+        return df
+    return df.set_index("open_time")      # mark, index: klines, public at their close
+
+def book_frame(closes:dict,          # minute boundary (ms) -> (update id, bids, asks) or None, as `LocalBook.at_levels`
+               levels:int=10,        # levels a side, as `book_wide`
+               t:int|None=None,      # only boundaries <= t
+              )->pd.DataFrame:       # indexed by `time`: bid_px_1, bid_sz_1, .., ask_px_1, ask_sz_1, ..
+    "Book states at minute boundaries as `book_wide` rows"
+    ks = sorted(k for k, v in closes.items() if v is not None and (t is None or k <= t))
+    A = np.full((len(ks), 4 * levels), np.nan)
+    for r, k in enumerate(ks):
+        for j, side in enumerate(closes[k][1:]):
+            for i, (p, q) in enumerate(side[:levels]):
+                A[r, 2 * (j * levels + i)], A[r, 2 * (j * levels + i) + 1] = p, q
+    cols = [f"{s}_{x}_{i}" for s in ("bid", "ask") for i in range(1, levels + 1) for x in ("px", "sz")]
+    return pd.DataFrame(A, index=ms_index(np.asarray(ks, np.int64), "time", unit=BOOK_TIME_UNIT), columns=cols)
+
+# %% ../nbs/04_streams.ipynb #e96ddcca
+class LiveExtras:
+    "One symbol's live extras shaped like `load_extras`: REST rows merged as polled, the local book at each minute"
+    def __init__(self, symbol:str,
+                 datasets=EXTRAS,                # names from EXTRAS_ORDER
+                 book:LocalBook|None=None,       # the symbol's local book (for `book`)
+                 price_interval:str="1m",        # interval of the mark/index klines (as `download`'s)
+                 keep_ms:int=EXTRAS_KEEP_MS):    # rows older than this before the newest are dropped
+        bad = [d for d in datasets if d not in EXTRAS_ORDER]
+        if bad: raise ValueError(f"unknown live extras {bad} (known: {', '.join(EXTRAS_ORDER)})")
+        self.symbol, self.book, self.keep_ms, self.price_interval = symbol, book, keep_ms, price_interval
+        self.datasets = [d for d in EXTRAS_ORDER if d in datasets]
+        self.polled = [d for d in self.datasets if d != "book"]
+        self.steps = {d: interval_ms(price_interval) if d in ("mark", "index") else
+                      interval_ms(STATS_PERIOD) if d in STATS_COLUMNS else 0 for d in self.polled}
+        self.frames, self.stamps, self.seeded = {}, {}, set()
+        self.next_funding = None      # the next funding time (ms) the markPrice stream announced
+
+    def _stamps(self, ds:str, df:pd.DataFrame)->np.ndarray:
+        "When each row became public (ms): klines at their close, the rest at their index"
+        return index_ms(df.index) + (self.steps[ds] if ds in ("mark", "index") else 0)
+
+    def add(self, ds:str, df:pd.DataFrame)->int:
+        "Merge rows of `ds` shaped by `extras_frame`; returns how many were new"
+        self.seeded.add(ds)
+        old = self.frames.get(ds)
+        n = len(df) if old is None else int((~df.index.isin(old.index)).sum())
+        if n == 0: return 0
+        df = df if old is None else pd.concat([old, df])
+        df = df[~df.index.duplicated(keep="last")].sort_index()
+        st = self._stamps(ds, df)
+        keep = st > st[-1] - self.keep_ms
+        self.frames[ds], self.stamps[ds] = df[keep], st[keep]
+        return n
+
+# %% ../nbs/04_streams.ipynb #21cb51e8
+@patch
+def due(self:LiveExtras, ds:str)->int|None:
+    "When the next row of `ds` becomes public (ms); None while no row is held"
+    st = self.stamps.get(ds)
+    if st is None or not len(st): return None
+    last = int(st[-1])
+    if ds != "funding": return last + self.steps[ds]
+    nxt = last + (int(st[-1] - st[-2]) if len(st) > 1 else FUNDING_EVERY_MS)
+    nf = self.next_funding
+    return min(nxt, nf) if nf is not None and nf > last else nxt
+
+@patch
+def next_start(self:LiveExtras, ds:str)->int|None:
+    "The first raw time (ms) not yet held, where the next request starts; None while no row is held"
+    st = self.stamps.get(ds)
+    if st is None or not len(st): return None
+    last = int(index_ms(self.frames[ds].index[-1:])[0])
+    if ds in ("mark", "index"): return last + self.steps[ds]        # the next bar's open
+    return last - self.steps[ds] + 1                                 # statistics: from the stamp back to the period
+
+@patch
+def ready(self:LiveExtras, t:int)->bool:
+    "Whether every row that will be stamped <= `t` is held (a dataset the exchange did not have is skipped)"
+    for ds in self.polled:
+        if ds not in self.seeded: return False
+        d = self.due(ds)
+        if d is not None and d <= t: return False
+    return "book" not in self.datasets or self.book is None or self.book.last_T >= t
+
+@patch
+def at(self:LiveExtras, t:int|None=None)->dict:
+    "The frames as `load_extras` gives them, with only the rows stamped <= `t` (default: all held)"
+    out = {}
+    for ds in self.datasets:
+        if ds == "book":
+            b = book_frame(self.book.at_levels, self.book.levels, t) if self.book is not None else None
+            if b is not None and len(b): out["book"] = b
+            continue
+        df = self.frames.get(ds)
+        k = 0 if df is None else len(df) if t is None else int(np.searchsorted(self.stamps[ds], t, "right"))
+        if k: out[ds] = df.iloc[:k]
+    return out
+
 # %% ../nbs/04_streams.ipynb #1d0be784
 _log = logging.getLogger("futbot.streams")
 
@@ -451,7 +583,10 @@ class StreamManager:
                  rest:Rest|None=None,            # REST access for snapshots and backfills (default: Rest(exchange))
                  on_bar=None,                    # called with each emitted bar
                  on_book=None,                   # called with (symbol, LocalBook) after each applied diff
-                 ws_url:str|None=None):          # WebSocket base (default: ws_base(exchange))
+                 ws_url:str|None=None,           # WebSocket base (default: ws_base(exchange))
+                 extras=False,                   # live extras: True for EXTRAS, or names from EXTRAS_ORDER
+                 price_interval:str="1m",        # interval of the live mark/index klines
+                 extras_retry_s:float=2.0):      # wait before asking again for an extras row not yet published
         self.exchange, self.symbols, self.timeframes = exchange, [s.upper() for s in symbols], list(timeframes)
         self.ws_url = (ws_url or ws_base(exchange)).rstrip("/")
         self.rest = rest
@@ -463,6 +598,8 @@ class StreamManager:
         self.groups = plan_connections(self.names, max_streams)
         self.conns = [Connection(self, g, i) for i, g in enumerate(self.groups)]
         self.books = {s: LocalBook(s) for s in self.symbols}
+        self.live, self.extras_retry_s, self.server_ms, self._retry_at = {}, extras_retry_s, 0, {}
+        if extras: _add_live_extras(self, EXTRAS if extras is True else tuple(extras), kinds, price_interval)
         self.builders = {s: BarBuilder(s, self.timeframes, reorder_s, max_wait_s, self.books[s], self._bar)
                          for s in self.symbols}
         self.ring_size = ring_size
@@ -471,13 +608,24 @@ class StreamManager:
         self.bars = {(s, tf): deque(maxlen=ring_size) for s in self.symbols for tf in self.timeframes}
         self.timeline = Timeline(timeline_size, timeline_hold_s)
         self.stats = dict(messages=0, malformed=0, reconnects=0, silent=0, rotations=0, bars=0, rest_bars=0,
-                          rest_trades=0, snapshots=0, rest_errors=0, oi_polls=0)
+                          rest_trades=0, snapshots=0, rest_errors=0, oi_polls=0,
+                          extras_polls=0, extras_rows=0)
         self.latest = {}      # (kind, symbol) -> the last bookTicker / markPrice / openInterest payload
         self.stopping, self._stop, self.tasks, self.jobs, self.until = False, None, [], {}, None
         self._handlers = {"aggTrade": self._on_agg, "kline": self._on_kline, "depthUpdate": self._on_depth,
                           "bookTicker": self._on_simple, "markPriceUpdate": self._on_simple,
                           "forceOrder": self._on_force}
         self._keys = {}
+
+# %% ../nbs/04_streams.ipynb #0111cce9
+CLOCK_KINDS = ("kline", "depth", "bookTicker", "markPrice")   # streams whose event times give the exchange's clock
+
+def _add_live_extras(mgr:StreamManager, names:tuple, kinds, price_interval:str):
+    "Give each symbol of `mgr` its `LiveExtras`; one line if the streams cannot feed them"
+    if "book" in names and "depth" not in kinds: raise ValueError("live extras 'book' need the depth stream in kinds")
+    if not set(kinds) & set(CLOCK_KINDS):
+        raise ValueError(f"live extras need one of the streams {', '.join(CLOCK_KINDS)} (the exchange's clock)")
+    mgr.live = {s: LiveExtras(s, names, mgr.books[s], price_interval) for s in mgr.symbols}
 
 # %% ../nbs/04_streams.ipynb #e7138b24
 @patch
@@ -532,7 +680,9 @@ def _on_kline(self:StreamManager, d):
     bar = bar_from_ws(k) if k["x"] is True else None
     b.see_open(tf, int(k["t"]))
     self._ring(("k", s, tf), f"{s.lower()}@kline_{tf}").append(d)
-    self.timeline.push(int(d["E"]), "kline", s, d)
+    E = int(d["E"])
+    if E > self.server_ms: self.server_ms = E
+    self.timeline.push(E, "kline", s, d)
     if bar is not None: b.add_kline(tf, bar)
 
 @patch
@@ -543,6 +693,7 @@ def _on_depth(self:StreamManager, d):
     ev = (int(d["U"]), int(d["u"]), int(d["pu"]), int(d.get("T") or d["E"]),
           [(float(p), float(q)) for p, q in d["b"]], [(float(p), float(q)) for p, q in d["a"]])
     r = bk.on_diff(ev)
+    if ev[3] > self.server_ms: self.server_ms = ev[3]
     if r == "gap": log_event(_log, "book_gap", level=logging.WARNING, symbol=s, u=ev[1], pu=ev[2], resyncs=bk.resyncs)
     name = next((n for n in self.names if n.startswith(s.lower() + "@depth")), f"{s.lower()}@depth")
     self._ring(("d", s), name).append(d)
@@ -552,13 +703,16 @@ def _on_depth(self:StreamManager, d):
 # %% ../nbs/04_streams.ipynb #7688ca4c
 @patch
 def _on_simple(self:StreamManager, d):
-    "A bookTicker or markPrice update: kept as the latest of its kind"
+    "A bookTicker or markPrice update: kept as the latest of its kind (markPrice also announces the next funding)"
     s, e = d["s"], d["e"]
     float(d["b"] if e == "bookTicker" else d["p"])
     self.latest[(e, s)] = d
     name = f"{s.lower()}@bookTicker" if e == "bookTicker" else f"{s.lower()}@markPrice@1s"
     self._ring((e, s), name).append(d)
-    self.timeline.push(int(d["E"]), e, s, d)
+    E = int(d["E"])
+    if E > self.server_ms: self.server_ms = E
+    if e == "markPriceUpdate" and s in self.live: self.live[s].next_funding = int(d["T"])
+    self.timeline.push(E, e, s, d)
 
 @patch
 def _on_force(self:StreamManager, d):
@@ -724,6 +878,90 @@ async def _maintain(self:StreamManager, tick_s:float=0.05):
         try: await asyncio.wait_for(self._stop.wait(), tick_s)
         except (TimeoutError, asyncio.TimeoutError): pass
 
+# %% ../nbs/04_streams.ipynb #37e89a22
+_EXTRAS_EP = {"funding": ("funding", 1000, "fundingTime"), "open_interest": ("open_interest", 500, "timestamp"),
+              "long_short": ("long_short", 500, "timestamp"), "taker_ratio": ("taker_ratio", 500, "timestamp"),
+              "mark": ("mark", 1500, 0), "index": ("index", 1500, 0)}   # endpoint, largest limit, the row's time
+
+def _rest_extras(rest:Rest, symbol:str, ds:str,
+                 start:int|None,        # first raw time wanted (None: the last EXTRAS_KEEP_MS)
+                 now:int|None,          # the exchange's time (None: ask it)
+                 price_interval:str)->tuple: # (now, rows)
+    "REST rows of one extras dataset from `start` to `now`, paged; klines only once closed"
+    now = int(now or rest.server_time())
+    start = now - EXTRAS_KEEP_MS if start is None else int(start)
+    ep, cap, tkey = _EXTRAS_EP[ds]
+    kl = ds in ("mark", "index")
+    step = interval_ms(price_interval) if kl else interval_ms(STATS_PERIOD) if ds in STATS_COLUMNS else FUNDING_EVERY_MS
+    p = {"pair" if ds == "index" else "symbol": symbol}
+    if kl: p["interval"] = price_interval
+    elif ds in STATS_COLUMNS: p["period"] = STATS_PERIOD
+    out = []
+    while start <= now:
+        lim = int(min(cap, max(5, (now - start) // step + 2)))
+        rows = rest.call(ep, **p, startTime=start, endTime=now, limit=lim)
+        out += [r for r in rows if int(r[6]) < now] if kl else rows
+        if len(rows) < lim: break
+        start = int(rows[-1][tkey]) + 1
+    return now, out
+
+@_mgr
+async def _fetch_extras(self:StreamManager, s:str, ds:str):
+    "Fetch the rows of one live extras dataset since its last row; wait `extras_retry_s` if none came"
+    lx = self.live[s]
+    try:
+        now, rows = await self._rest(_rest_extras, s, ds, lx.next_start(ds), self.server_ms or None, lx.price_interval)
+        self.server_ms = max(self.server_ms, now)
+        n = lx.add(ds, extras_frame(ds, rows))
+        self.stats["extras_polls"] += 1
+        self.stats["extras_rows"] += n
+        if n == 0: self._retry_at[(s, ds)] = time.monotonic() + self.extras_retry_s
+    except (ExchangeError, OSError, KeyError, ValueError) as e:
+        _rest_failed(self, "extras_poll_failed", s, e)
+        self._retry_at[(s, ds)] = time.monotonic() + self.extras_retry_s
+
+@_mgr
+async def _poll_extras(self:StreamManager, tick_s:float=0.02):
+    "Every `tick_s`: start the fetch of each live extras dataset whose next row is due by the exchange's clock"
+    while not self.stopping:
+        now, wall = self.server_ms, time.monotonic()
+        for s, lx in self.live.items():
+            for ds in lx.polled:
+                due = lx.due(ds)
+                if (due is None or now >= due) and wall >= self._retry_at.get((s, ds), 0):
+                    self._job(("extras", s, ds), self._fetch_extras, s, ds)
+        try: await asyncio.wait_for(self._stop.wait(), tick_s)
+        except (TimeoutError, asyncio.TimeoutError): pass
+
+# %% ../nbs/04_streams.ipynb #acf812d9
+@_mgr
+def _live_of(self:StreamManager, symbol:str)->LiveExtras:
+    "The `LiveExtras` of `symbol`; one line if the manager keeps none"
+    lx = self.live.get(symbol.upper())
+    if lx is None: raise ValueError(f"no live extras for {symbol} (use StreamManager(..., extras=True))")
+    return lx
+
+@_mgr
+def extras(self:StreamManager, symbol:str, t=None)->dict:
+    "Live extras of `symbol` shaped like `load_extras`, with only the rows published at or before `t` (default: all)"
+    return self._live_of(symbol).at(None if t is None else to_ms(t))
+
+@_mgr
+def extras_ready(self:StreamManager, symbol:str, t)->bool:
+    "Whether every live extras row of `symbol` published at or before `t` is in"
+    return self._live_of(symbol).ready(to_ms(t))
+
+@_mgr
+async def wait_extras(self:StreamManager, symbol:str, t,
+                      timeout_s:float=10.0,    # give up after this many wall seconds
+                      tick_s:float=0.01)->bool:
+    "Wait until `extras_ready(symbol, t)`: True, or False after `timeout_s` or once the manager stops"
+    end = time.monotonic() + timeout_s
+    while not self.extras_ready(symbol, t):
+        if self.stopping or time.monotonic() >= end: return False
+        await asyncio.sleep(tick_s)
+    return True
+
 # %% ../nbs/04_streams.ipynb #37455d8b
 @_mgr
 def stop(self:StreamManager):
@@ -749,6 +987,7 @@ async def run(self:StreamManager,
     self.tasks = [loop.create_task(c.run(), name=f"ws-{c.idx}") for c in self.conns]
     self.tasks.append(loop.create_task(self._maintain(), name="maintain"))
     if self.oi_poll_s: self.tasks.append(loop.create_task(self._poll_oi(), name="open-interest"))
+    if self.live: self.tasks.append(loop.create_task(self._poll_extras(), name="extras"))
     try:
         try: await asyncio.wait_for(self._stop.wait(), duration_s)
         except (TimeoutError, asyncio.TimeoutError): pass

@@ -1,6 +1,7 @@
-"""futbot.features: TA-Lib and pandas-ta equality, the time rule (perturbation), live == batch, any base interval,
-pandas-ta indicators from the config, scaling with a schema."""
-import re, warnings
+"""futbot.features: TA-Lib (every timeframe, from the first row kept) and pandas-ta equality, plain references for the
+calendar, session, VWAP and volatility columns, the pinned feature schema, the time rule (perturbation), live == batch,
+any base interval, pandas-ta indicators from the config, scaling with a schema."""
+import json, math, re, warnings
 import numpy as np, pandas as pd, pytest, talib
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")                      # pandas-ta's import-time notices under pandas 3
@@ -11,7 +12,9 @@ from futbot.features import (synth_bars, resample_bars, build_features, tf_featu
                              LiveFeatures, perturb_after, FeatureScaler, SchemaError, feature_schema, volume_poc_nb,
                              volume_poc_ref, rolling_sum_nb, rolling_max_nb, rolling_min_nb, rolling_std_nb, ema_nb,
                              wilder_nb, wma_nb, sma, ema, rsi, atr, macd, bbands, willr, mfi, stoch, adx, pta_probe,
-                             feature_timeframes, PTA_KEY)
+                             feature_timeframes, PTA_KEY, TF_SPECS, FEATURE_VERSION)
+import futbot.features as F
+from conftest import ROOT
 
 ALL = {"data.timeframes": ["1m", "5m", "1h", "4h", "1d"], "data.base_timeframe": "5m"}
 
@@ -76,19 +79,20 @@ def test_kernels_against_plain_references():
 # ---------------------------------------------------------------- TA-Lib
 
 def _talib_cols(b, tf):
-    "TA-Lib called directly on the same bars, keyed by our column names"
+    "TA-Lib called directly on the same bars, keyed by our column names (lengths of the timeframe's spec)"
     o, h, l, c, v = (b[k].to_numpy(float) for k in ("open", "high", "low", "close", "volume"))
-    r = {}
-    for n in (14, 21, 34): r[f"rsi_{n}"] = talib.RSI(c, n)
+    sp, r = TF_SPECS[tf], {}
+    for n in sp["rsi"]: r[f"rsi_{n}"] = talib.RSI(c, n)
     r["macd"], r["macd_signal"], r["macd_hist"] = talib.MACD(c, 12, 26, 9)
-    for n in (14, 21): r[f"atr_{n}"] = talib.ATR(h, l, c, n)
+    for n in sp["atr"]: r[f"atr_{n}"] = talib.ATR(h, l, c, n)
     r["bb_upper"], r["bb_mid"], r["bb_lower"] = talib.BBANDS(c, 20, 2.0, 2.0, 0)
-    for n in (5, 10, 20, 50, 100, 200): r[f"sma_{n}"], r[f"ema_{n}"] = talib.SMA(c, n), talib.EMA(c, n)
-    for n in (10, 20): r[f"wma_{n}"] = talib.WMA(c, n)
+    for n in sp["ma"]: r[f"sma_{n}"], r[f"ema_{n}"] = talib.SMA(c, n), talib.EMA(c, n)
+    for n in sp["wma"]: r[f"wma_{n}"] = talib.WMA(c, n)
     r["stoch_k"], r["stoch_d"] = talib.STOCH(h, l, c, 14, 3, 0, 3, 0)
     r["willr_14"] = talib.WILLR(h, l, c, 14)
-    r["roc_10"] = talib.ROC(c, 10)
-    obv = talib.OBV(c, v); r["obv_100"] = obv - np.r_[np.full(100, np.nan), obv[:-100]]   # deliberate: OBV change over 100 bars
+    r[f"roc_{sp['roc']}"] = talib.ROC(c, sp["roc"])
+    k, obv = sp["obv"], talib.OBV(c, v)
+    r[f"obv_{k}"] = obv - np.r_[np.full(k, np.nan), obv[:-k]]       # deliberate: OBV change over k bars
     r["mfi_14"] = talib.MFI(h, l, c, v, 14)
     r["adx_14"], r["pdi_14"], r["ndi_14"] = talib.ADX(h, l, c, 14), talib.PLUS_DI(h, l, c, 14), talib.MINUS_DI(h, l, c, 14)
     return {f"{k}_{tf}": x for k, x in r.items()}
@@ -119,6 +123,229 @@ def test_talib_check_can_fail(m1_20d):
     b = resample_bars(m1_20d, "1h"); f = tf_features(b, "1h"); c = b.close.to_numpy()
     with pytest.raises(AssertionError): _close(f["rsi_14_1h"].to_numpy()[301:], talib.RSI(c, 14)[300:-1], "lagged")
     with pytest.raises(AssertionError): _close(f["ema_200_1h"].to_numpy()[300:], talib.EMA(c[1:], 200)[299:], "reseeded")
+
+@pytest.fixture(scope="module")
+def m1_45d():
+    "45 days of 1m bars and their default-grid features, rows kept after the warm-up (1d: from about bar 34)"
+    m1 = synth_bars(60 * 24 * 45, seed=11)
+    return m1, build_features({"1m": m1}, config=ALL)
+
+def _joined(X, tf, b):
+    "Position of the `tf` bar joined at each decision time: the last one whose close is <= t"
+    return np.searchsorted(b.index + pd.Timedelta(milliseconds=interval_ms(tf)), X.index, side="right") - 1
+
+def _talib_from_first_kept_row(m1, X, tf):
+    b = resample_bars(m1, tf)
+    pos = _joined(X, tf, b)
+    assert pos[0] >= 0 and (pos[0] < 300 or tf in ("5m", "1h")), pos[0]   # 4h and 1d: kept well before bar 300
+    for col, r in _talib_cols(b, tf).items(): _close(X[col].to_numpy(), r[pos], col)
+
+@pytest.mark.parametrize("tf", ["5m", "1h", "4h", "1d"])
+def test_talib_equality_from_the_first_kept_row(m1_45d, tf):
+    "Every row build_features keeps, on every timeframe: equal to TA-Lib, seeds included"
+    _talib_from_first_kept_row(*m1_45d, tf)
+
+def _adx_mean_seeded(h, l, c, n=14):
+    "The ADX of before: DM/TR sums seeded with the mean of their first n values (not TA-Lib's seed)"
+    up, dn = F._diff(h), -F._diff(l)
+    pdm = np.where((up > dn) & (up > 0), up, 0.0)
+    ndm = np.where((dn > up) & (dn > 0), dn, 0.0)
+    tr = F.true_range(h, l, c)
+    str_, sp, sn = F.wilder_nb(tr, n, n), F.wilder_nb(pdm, n, n), F.wilder_nb(ndm, n, n)
+    pdi, ndi = 100 * F._div(sp, str_), 100 * F._div(sn, str_)
+    return F.wilder_nb(100 * F._div(np.abs(pdi - ndi), pdi + ndi), n, 2 * n - 1), pdi, ndi
+
+def test_talib_from_the_first_kept_row_can_fail(m1_45d, monkeypatch):
+    "ADX seeded another way passes the after-300-bars test but not this one: the 1d rows kept differ by ~1%"
+    m1 = m1_45d[0]
+    monkeypatch.setattr(F, "adx", _adx_mean_seeded)
+    X = build_features({"1m": m1}, config=ALL)
+    with pytest.raises(AssertionError, match="adx_14_1d"): _talib_from_first_kept_row(m1, X, "1d")
+    _talib_from_first_kept_row(m1, X, "1h")                # 1h: the seed has decayed by its first kept row
+
+# ---------------------------------------------------------------- independent references: calendar, VWAP, volatility
+
+SESSIONS = {"asia": (0, 9), "europe": (7, 16), "us": (13, 22)}          # UTC hours [from, to)
+OVERLAPS = {"overlap_asia_europe": ("asia", "europe"), "overlap_europe_us": ("europe", "us")}
+
+def _calendar_ref(t):
+    "Calendar and session columns of each decision time from Python's datetime, one row at a time"
+    rows = []
+    for ts in t:
+        d = ts.to_pydatetime()
+        h, wd, mo, tau = d.hour + d.minute / 60, d.weekday(), d.month, 2 * math.pi
+        r = {"hour": d.hour, "weekday": wd, "day_of_month": d.day, "month": mo, "quarter": (mo - 1) // 3 + 1,
+             "is_weekend": wd >= 5, "hour_sin": math.sin(tau * h / 24), "hour_cos": math.cos(tau * h / 24),
+             "weekday_sin": math.sin(tau * wd / 7), "weekday_cos": math.cos(tau * wd / 7),
+             "month_sin": math.sin(tau * (mo - 1) / 12), "month_cos": math.cos(tau * (mo - 1) / 12)}
+        inside = {k: a <= h < b for k, (a, b) in SESSIONS.items()}
+        r.update({f"session_{k}": v for k, v in inside.items()})
+        r.update({k: inside[a] and inside[b] for k, (a, b) in OVERLAPS.items()})
+        rows.append(r)
+    return pd.DataFrame(rows, index=t).astype(float)
+
+def _calendar_frames():
+    "Hourly decisions over a year end, a leap day and weekends; 5-minute decisions over two days (minutes)"
+    h = synth_bars(24 * 80, seed=8, interval="1h", start="2023-12-20")
+    m = synth_bars(60 * 24 * 2, seed=9, start="2024-02-28T12:00")
+    grid = lambda tf: {"data.timeframes": [tf], "data.base_timeframe": tf}
+    return [build_features({"1h": h}, config=grid("1h"), drop_warmup=False),
+            build_features({"1m": m}, config=grid("5m"), drop_warmup=False)]
+
+def _calendar_check(frames):
+    for X in frames:
+        ref = _calendar_ref(X.index)
+        for c in ref: np.testing.assert_allclose(X[c].to_numpy(), ref[c].to_numpy(), rtol=0, atol=1e-12, err_msg=c)
+
+def test_calendar_and_sessions_against_datetime():
+    frames = _calendar_frames()
+    assert {X.index[0].year for X in frames} == {2023, 2024}
+    assert (frames[0].index == pd.Timestamp("2024-02-29", tz="UTC")).any()
+    _calendar_check(frames)
+
+def test_calendar_check_can_fail(monkeypatch):
+    "Calendar columns of the base bar's open instead of its close (the decision time) are caught"
+    real = F._time_cols
+    monkeypatch.setattr(F, "_time_cols", lambda ms: real(np.asarray(ms) - 5 * 60_000))
+    with pytest.raises(AssertionError, match="hour"): _calendar_check(_calendar_frames())
+
+def _ref_bars(m1, tf):
+    "Complete `tf` buckets of the 1m bars with pandas: close and VWAP (quote volume / volume), by close time"
+    step = pd.Timedelta(milliseconds=interval_ms(tf))
+    g = m1.groupby(m1.index.floor(step))
+    b = g.agg(close=("close", "last"), qv=("quote_volume", "sum"), v=("volume", "sum"), n=("close", "size"))
+    b = b[b.n == step // pd.Timedelta("1min")]
+    vwap = (b.qv / b.v).to_numpy()
+    return pd.DataFrame({"close": b.close.to_numpy(), "vwap": vwap}, index=b.index + step)   # indexed by close time
+
+def _asof(ref, X):
+    "`ref` (indexed by close time) as of each decision time, joined by pandas.merge_asof"
+    left = pd.DataFrame({"t": X.index.as_unit("ms").asi8})
+    right = ref.reset_index(drop=True).assign(t=ref.index.as_unit("ms").asi8)
+    return pd.merge_asof(left, right, on="t", direction="backward").set_index(X.index)
+
+def _hvol_ref(close, k, at):
+    "Sample standard deviation of the k log returns ending at each bar of `at`, by plain Python sums"
+    out = []
+    for i in at:
+        if i < k:
+            out.append(math.nan)
+            continue
+        lr = [math.log(close[j] / close[j - 1]) for j in range(i - k + 1, i + 1)]
+        m = math.fsum(lr) / k
+        out.append(math.sqrt(math.fsum((x - m) ** 2 for x in lr) / (k - 1)))
+    return np.array(out)
+
+def _vwap_vol_check(m1, X):
+    for tf in ALL["data.timeframes"]:
+        bars = _ref_bars(m1, tf)
+        ref = _asof(bars.assign(pos=np.arange(len(bars))), X)
+        close, at = bars["close"].tolist(), ref["pos"].astype(int).tolist()
+        for k in TF_SPECS[tf]["hvol"]: ref[f"hvol_{k}"] = _hvol_ref(close, k, at)
+        for c in ["close", "vwap"] + [f"hvol_{k}" for k in TF_SPECS[tf]["hvol"]]:
+            np.testing.assert_allclose(X[f"{c}_{tf}"].to_numpy(), ref[c].to_numpy(), rtol=1e-9, err_msg=f"{c}_{tf}")
+
+def test_vwap_and_realised_volatility_against_plain_references(m1_45d):
+    _vwap_vol_check(*m1_45d)
+
+@pytest.mark.parametrize("bug", ["buckets one minute late", "volatility with ddof 0"])
+def test_vwap_and_volatility_check_can_fail(m1_45d, monkeypatch, bug):
+    m1 = m1_45d[0]
+    if bug.startswith("buckets"):
+        real = F.resample_bars
+        late = lambda b, iv: real(b.set_axis(b.index + pd.Timedelta("1min")) if iv != "1m" else b, iv)
+        monkeypatch.setattr(F, "resample_bars", late)
+    else:
+        real = F.rolling_std_nb
+        monkeypatch.setattr(F, "rolling_std_nb", lambda x, w, ddof, start=0: real(x, w, 0, start))
+    X = build_features({"1m": m1}, config=ALL)
+    with pytest.raises(AssertionError, match=r"(close|vwap)_5m" if bug.startswith("buckets") else "hvol_20_1m"):
+        _vwap_vol_check(m1, X)
+
+# ---------------------------------------------------------------- the feature schema, pinned
+
+SCHEMA_DIR = ROOT / "futbot" / "schemas"
+RELEASED = {"1": "6c94d0e05d6e35de"}    # feature-schema version -> hash of its released schema, which never changes
+HOW = ("A feature change must be deliberate: bump FEATURE_VERSION in nbs/05_features.ipynb (the version the registry "
+       "records with each model), run `python tests/test_features.py --write-schema` and add the new hash to "
+       "RELEASED in tests/test_features.py")
+
+def _loaded_extras(m1, seed=0):
+    "`synth_extras` shaped as `load_extras` returns them: long/short ratios in their own frame, funding with mark price"
+    ex = synth_extras(m1, seed=seed)
+    oi = ex.pop("open_interest")
+    ex["funding"] = ex["funding"].assign(mark_price=3e4)
+    ex["open_interest"] = oi[["open_interest"]].assign(open_interest_value=oi["open_interest"] * 3e4)
+    ex["long_short"] = oi[["long_short_ratio"]].assign(long_account=0.5, short_account=0.5)
+    return ex
+
+def schema_now(config=None)->dict:
+    "The default config's feature schema (`feature_schema`), with the columns that vanish without each extras dataset"
+    from futbot.config import load_config
+    cfg = config if config is not None else load_config(env={})
+    m1 = synth_bars(60 * 24 * 3, seed=0)
+    bars, ex = {"1m": m1}, _loaded_extras(m1)
+    build = lambda e: build_features(bars, e, config=cfg, drop_warmup=False)
+    s = feature_schema(build(ex))
+    without = {k: set(build({j: e for j, e in ex.items() if j != k}).columns) for k in ex}
+    s["extras"] = {k: [c for c in s["names"] if c not in w] for k, w in without.items()}
+    s["config"] = {k: cfg[k] for k in ("data.timeframes", "data.base_timeframe", PTA_KEY)}
+    return s
+
+def _schema_check(got:dict):
+    "Raise unless `got` is the pinned schema of its version, and that file is the released one"
+    v = got["version"]
+    path = SCHEMA_DIR / f"features_v{v}.json"
+    assert path.exists(), f"no pinned feature schema {path.name} for FEATURE_VERSION {v!r}. {HOW}"
+    pinned = json.loads(path.read_text())
+    assert pinned["hash"] == RELEASED.get(v), (f"{path.name} was rewritten (hash {pinned['hash']}, released "
+                                                f"{RELEASED.get(v)}): a released schema never changes. {HOW}")
+    a, b = pinned["names"], got["names"]
+    if a != b:
+        miss, extra = [c for c in a if c not in b], [c for c in b if c not in a]
+        i = next(i for i, (x, y) in enumerate(zip(a + [None], b + [None])) if x != y)
+        raise AssertionError(f"build_features with the default config no longer gives {path.name}: missing "
+                             f"{miss[:5]}, unexpected {extra[:5]}, first difference at column {i} "
+                             f"({a[i:i + 1]} vs {b[i:i + 1]}). {HOW}")
+    for k in ("dtypes", "hash", "extras", "config"):
+        assert got[k] == pinned[k], f"the feature schema's {k} differs from {path.name}. {HOW}"
+
+def test_feature_schema_is_pinned():
+    "Default config, every timeframe and every extras dataset: exactly the stored names, order, dtypes and hash"
+    s = schema_now()
+    _schema_check(s)
+    assert len(s["names"]) > 500 and set(s["dtypes"]) == {"float64"} and s["version"] == FEATURE_VERSION
+    every = {"funding", "open_interest", "long_short", "mark", "index", "book", "trades", "liquidations"}
+    assert set(s["extras"]) == every
+
+def test_missing_extras_give_the_pinned_schema_without_their_columns(m1_20d):
+    "Leaving a dataset out removes exactly its pinned columns, in the pinned order"
+    pinned = json.loads((SCHEMA_DIR / f"features_v{FEATURE_VERSION}.json").read_text())
+    m1 = m1_20d.iloc[: 60 * 24 * 3]
+    ex = _loaded_extras(m1)
+    for k in [None, "book", "mark"]:
+        e = {} if k is None else {j: x for j, x in ex.items() if j != k}
+        drop = {c for c in pinned["names"] if k is None and any(c in v for v in pinned["extras"].values())}
+        drop |= set(pinned["extras"].get(k, []))
+        X = build_features({"1m": m1}, e, config=pinned["config"], drop_warmup=False)
+        assert list(X.columns) == [c for c in pinned["names"] if c not in drop], k
+
+@pytest.mark.parametrize("bug", ["a column dropped", "columns reordered", "version bumped without its file"])
+def test_schema_check_can_fail(monkeypatch, bug):
+    real = F._time_cols
+    dropped = lambda ms: {k: v for k, v in real(ms).items() if k != "quarter"}
+    if bug == "a column dropped": monkeypatch.setattr(F, "_time_cols", dropped)
+    if bug == "columns reordered": monkeypatch.setattr(F, "_time_cols", lambda ms: dict(reversed(real(ms).items())))
+    if bug.startswith("version"): monkeypatch.setattr(F, "FEATURE_VERSION", "999")
+    with pytest.raises(AssertionError, match="must be deliberate: bump FEATURE_VERSION"): _schema_check(schema_now())
+
+def test_schemas_ship_with_the_package():
+    "settings.ini's package_data (read by setup.py) includes the pinned schema"
+    import configparser
+    cfg = configparser.ConfigParser(delimiters=["="])
+    cfg.read(ROOT / "settings.ini")
+    files = {p for g in cfg["DEFAULT"].get("package_data", "").split() for p in (ROOT / "futbot").glob(g)}
+    assert SCHEMA_DIR / f"features_v{FEATURE_VERSION}.json" in files, "settings.ini: package_data = schemas/*.json"
 
 # ---------------------------------------------------------------- time rule
 
@@ -381,3 +608,14 @@ def test_pandas_ta_column_without_enough_bars_keeps_the_rows(caplog):
     assert X["SMA_100_1d"].isna().all() and X["SMA_100_1h"].notna().all()
     assert X.index.equals(ref.index) and len(X) > 500
     assert any(r.getMessage() == "pandas_ta_columns_never_present" for r in caplog.records)
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:] != ["--write-schema"]: sys.exit("usage: python tests/test_features.py --write-schema")
+    s = schema_now()
+    p = SCHEMA_DIR / f"features_v{s['version']}.json"
+    if RELEASED.get(s["version"], s["hash"]) != s["hash"]:
+        sys.exit(f"{p.name} is released with hash {RELEASED[s['version']]}; bump FEATURE_VERSION for a new schema")
+    p.parent.mkdir(exist_ok=True)
+    p.write_text(json.dumps(s, indent=1) + "\n")
+    print(f"wrote {p.relative_to(ROOT)}: version {s['version']}, {len(s['names'])} columns, hash {s['hash']}")

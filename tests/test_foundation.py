@@ -93,12 +93,12 @@ def test_dockerfile_cmd_is_accepted_by_futbot(futbot_cmd):
     assert args.command == "serve" and args.host == "0.0.0.0"
     # run the exact command: until the service is built it must refuse plainly (not an argument error)
     p = subprocess.Popen([futbot_cmd, *cmd[1:]], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        out, err = p.communicate(timeout=20)
-        assert "error: unrecognized arguments" not in err and "invalid" not in err, err
-        assert p.returncode == 2 and "not built yet" in err, (p.returncode, err)
-    except subprocess.TimeoutExpired:   # the built service runs until stopped: it accepted the arguments
-        p.terminate(); p.wait(10)
+    try: out, err = p.communicate(timeout=20)
+    except subprocess.TimeoutExpired:   # a command that hangs is a failure, never a pass
+        p.kill(); p.wait(10)
+        pytest.fail("`futbot serve` neither refused nor exited within 20 s")
+    assert "error: unrecognized arguments" not in err and "invalid" not in err, err
+    assert p.returncode == 2 and "not built yet" in err, (p.returncode, err)
 
 def test_hand_edit_in_package_fails_the_export_check(tmp_path):
     "A hand edit of futbot/*.py makes tools/check_export.sh (the first step of make test) fail, and is kept"
@@ -120,7 +120,14 @@ def test_demo_runs(futbot_cmd, tmp_path):
     r = run([futbot_cmd, "demo", "--data-dir", str(tmp_path / "data"), "--artifacts-dir", str(tmp_path / "art")],
             env=dict(os.environ, FUTBOT_LOG_DIR=str(tmp_path / "logs")), timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "[ ok ] config" in r.stdout and "not built yet" in r.stdout
+    from futbot.cli import DEMO_STAGES
+    lines = r.stdout.splitlines()
+    for name, what, fn in DEMO_STAGES:                  # every stage says how it went, in order
+        mark = "[ ok ]" if fn is not None else "[ -- ]"
+        assert sum(l.startswith(f"{mark} {name:9s}") for l in lines) == 1, (name, r.stdout)
+    assert [l.split()[3] for l in lines if l.startswith("[")] == [n for n, _, _ in DEMO_STAGES], r.stdout
+    built = sum(fn is not None for _, _, fn in DEMO_STAGES)
+    assert lines[-1].startswith(f"demo: {built} of {len(DEMO_STAGES)} stages ran"), lines[-1]
     out = r.stdout + r.stderr                       # what `make demo > demo.log 2>&1` keeps
     assert "\x1b[" not in out and "\r" not in out, "terminal escapes in the demo's output without a terminal"
     assert len(out.splitlines()) < 100, out

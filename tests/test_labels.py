@@ -232,3 +232,67 @@ def test_hourly_labels_look_only_after_t(m1_long):
             cols = ["label", "ret", "t_end"]
             assert Lw.loc[t:, cols].equals(L.loc[t:, cols])               # rows at and after its close never see it
             assert np.isnan(Lw.loc[t - pd.Timedelta("1h"), "label"])      # the row before: a tie in its first bar
+
+
+# --- 1m data with missing minutes, and the 4h horizon (issue 10, item 6)
+
+def brute_gappy(m1, base, kind, h_min, up, down, trades=None):
+    "Plain loops for 1m bars with holes: entry is the base bar's close; the path is the minutes present in [t, t + H)"
+    hi, lo, cl = (dict(zip(m1.index, m1[c])) for c in ("high", "low", "close"))
+    present, last = set(m1.index), m1.index[-1]
+    tr = {} if trades is None else trades.groupby(trades.index.floor("1min"))["price"].apply(list).to_dict()
+    labels, spans = {}, {}
+    for o, entry in base["close"].items():
+        t = o + (base.index[1] - base.index[0])
+        path = [t + k * MIN for k in range(h_min) if t + k * MIN in present]
+        if t + h_min * MIN > last + MIN or not path: labels[t] = np.nan; continue
+        up_px, dn_px = entry * (1 + up), entry * (1 - down)
+        res, exit_m = 0, path[-1]
+        for m in path:
+            hu, hd = hi[m] >= up_px, lo[m] <= dn_px
+            if hu and hd:
+                first = next((p for p in tr.get(m, []) if p >= up_px or p <= dn_px), None)
+                res = "tie" if first is None else (1 if first >= up_px else -1)
+            elif hu: res = 1
+            elif hd: res = -1
+            if hu or hd: exit_m = m; break
+        spans[t] = [m for m in path if m <= exit_m]
+        if kind == "regression": labels[t] = min(max(cl[path[-1]] / entry - 1, -down), up); continue
+        if res == "tie": labels[t] = np.nan
+        elif kind == "binary": labels[t] = {1: 1.0, -1: 0.0, 0: np.nan}[res]
+        else: labels[t] = float(res)
+    conc = {}
+    for ms in spans.values():
+        for m in ms: conc[m] = conc.get(m, 0) + 1
+    w = {t: np.mean([1 / conc[m] for m in ms]) for t, ms in spans.items()}   # uniqueness over the bars present
+    return pd.Series(labels), pd.Series(w)
+
+@pytest.fixture(scope="module")
+def m1_gappy():
+    "6 days of 1m bars with 3% of the minutes missing, single ones and runs of up to 40"
+    m = synth_bars(60 * 24 * 6, seed=21, vol=0.002)
+    rng = np.random.default_rng(4)
+    drop = set(rng.choice(len(m), int(0.02 * len(m)), replace=False))
+    for s in rng.choice(len(m) - 40, 12, replace=False): drop |= set(range(s, s + int(rng.integers(5, 40))))
+    return m.iloc[sorted(set(range(len(m))) - drop)]
+
+@pytest.mark.parametrize("kind", ["binary", "ternary", "regression"])
+@pytest.mark.parametrize("with_trades", [False, True])
+def test_labels_with_missing_minutes_at_4h_equal_brute_force(m1_gappy, kind, with_trades):
+    trades = random_trades(m1_gappy, seed=2) if with_trades else None
+    base = resample_bars(m1_gappy, "5m")
+    L = make_labels({"1m": m1_gappy, "5m": base}, kind, "4h", up=0.006, down=0.003, trades=trades, base="5m")
+    ref, w = brute_gappy(m1_gappy, base, kind, 240, 0.006, 0.003, trades)
+    np.testing.assert_array_equal(L["label"].to_numpy(), ref.reindex(L.index).to_numpy())
+    wl = L["weight"].dropna()
+    np.testing.assert_allclose(wl.to_numpy(), w.reindex(wl.index).to_numpy(), rtol=1e-9)   # sums in another order
+    if kind != "regression": assert L.attrs["ties"] > 0
+    assert L["label"].notna().sum() > 1000
+
+def test_gappy_brute_force_can_fail(m1_gappy):
+    "A path that reads the bar closing at t (one bar early) is caught by the reference"
+    base = resample_bars(m1_gappy, "5m")
+    ref, _ = brute_gappy(m1_gappy, base, "ternary", 240, 0.01, 0.005)
+    shifted = {"1m": m1_gappy.set_axis(m1_gappy.index + MIN), "5m": base}      # every minute seen one minute early
+    L = make_labels(shifted, "ternary", "4h", up=0.01, down=0.005, base="5m")
+    with pytest.raises(AssertionError): np.testing.assert_array_equal(L["label"].to_numpy(), ref.reindex(L.index).to_numpy())

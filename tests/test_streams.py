@@ -7,12 +7,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from futbot.binance import Rest
+from futbot.binance import Rest, WeightLimiter
+from futbot.intervals import index_ms
 from futbot.history import BAR_COLS, parse
 from futbot.sim import SYMBOLS
 from futbot.exchange import SimServer
 from futbot.vision import fmt_ticks
-from futbot.streams import StreamManager, bars_frame
+from futbot.streams import StreamManager, bars_frame, extras_frame
 
 MIN = 60_000
 
@@ -153,6 +154,52 @@ def test_ring_buffers_are_bounded():
         st = asyncio.run(mgr.run(duration_s=1.5, handle_signals=False))
     assert st["messages"] > 200
     assert len(mgr.rings["btcusdt@aggTrade"]) == 50 and len(mgr.timeline.events) == 80
+
+
+# ---------------------------------------------------------------- live extras under faults
+
+def test_live_extras_need_their_streams():
+    with pytest.raises(ValueError, match="depth stream"):
+        StreamManager("http://127.0.0.1:9", ["BTCUSDT"], ["1m"], kinds=("kline",), extras=True)
+    with pytest.raises(ValueError, match="exchange's clock"):
+        StreamManager("http://127.0.0.1:9", ["BTCUSDT"], ["1m"], kinds=("aggTrade",), extras=("mark",))
+    with pytest.raises(ValueError, match="unknown live extras"):
+        StreamManager("http://127.0.0.1:9", ["BTCUSDT"], ["1m"], extras=("trades",))
+    with pytest.raises(ValueError, match="no live extras"):
+        StreamManager("http://127.0.0.1:9", ["BTCUSDT"], ["1m"]).extras("BTCUSDT")
+
+
+def test_live_extras_through_disconnects_and_5xx():
+    "Dropped connections and failing REST calls lose no extras row and add none twice; the book rows stay exact"
+    with SimServer(months=1, speed=600, seed=3, weight_limit=1_000_000) as sim:
+        rest = Rest(sim.url, WeightLimiter(10**6, 60), max_retries=6, backoff_base=0.02, backoff_cap=0.2)
+        mgr = StreamManager(sim.url, ["BTCUSDT"], ["1m"], kinds=("kline", "depth", "markPrice"), max_wait_s=0,
+                            oi_poll_s=None, silence_s=1, backoff_base=0.05, backoff_cap=0.3, rest=rest,
+                            extras=("open_interest", "mark", "book"), extras_retry_s=0.1)
+        schedule = [(1.0, {"ws_drop_all": True}), (1.8, {"http_5xx": 4}), (2.6, {"ws_drop_all": True})]
+        st = asyncio.run(run_with_faults(mgr, None, schedule, sim.faults, 4.5))
+        ex = mgr.extras("BTCUSDT")
+        m, oi = ex["mark"], ex["open_interest"]
+        o = index_ms(m.index[-60:])
+        want_m = extras_frame("mark", rest.call("mark", symbol="BTCUSDT", interval="1m", limit=100,
+                                                 startTime=int(o[0]), endTime=int(o[-1])))
+        want_oi = extras_frame("open_interest", rest.call("open_interest", symbol="BTCUSDT", period="5m", limit=50,
+                                                          startTime=int(index_ms(oi.index[-24:-23])[0]) - 5 * MIN,
+                                                          endTime=int(index_ms(oi.index[-1:])[0]) - 5 * MIN))
+        closes, market = dict(mgr.books["BTCUSDT"].at_levels), sim.market
+    assert st["reconnects"] >= 2 and st["resyncs"] >= 1 and st["pending_tasks"] == 0, st
+    assert np.all(np.diff(index_ms(m.index)) == MIN) and np.all(np.diff(index_ms(oi.index)) == 5 * MIN)
+    pd.testing.assert_frame_equal(m.iloc[-60:], want_m, check_exact=True)
+    pd.testing.assert_frame_equal(oi.iloc[-24:], want_oi, check_exact=True)
+    t = min(int(index_ms(m.index[-1:])[0]) + MIN, int(index_ms(oi.index[-1:])[0]))    # the last time both cover
+    assert mgr.extras_ready("BTCUSDT", t) and not mgr.extras_ready("BTCUSDT", t + 10 * MIN)
+    rows = [(k, v) for k, v in closes.items() if v is not None]
+    assert len(rows) >= 20
+    pdec, qdec = SYMBOLS["BTCUSDT"]["price_dec"], SYMBOLS["BTCUSDT"]["qty_dec"]
+    conv = lambda lv: [(float(fmt_ticks(px, pdec)), float(fmt_ticks(q, qdec))) for px, q in lv[:10]]
+    for k, (u, bids, asks) in rows:
+        d = market.depth("BTCUSDT", u * 100, limit=100)
+        assert u * 100 < k and (bids, asks) == (conv(d["bids"]), conv(d["asks"])), k
 
 
 # ---------------------------------------------------------------- clean shutdown on signals
