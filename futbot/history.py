@@ -18,8 +18,8 @@ from .binance import Rest, WeightLimiter, ExchangeError, BannedError, ENDPOINTS
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['DATASETS', 'STATS_PERIOD', 'PARSERS', 'KLINE_SETS', 'VISION_DATASETS', 'DEFAULT_DATASETS', 'Dataset', 'parse_klines',
-           'empty_frame', 'parse', 'DataError', 'atomic_write_parquet', 'read_parquet', 'merge_ranges',
+__all__ = ['DATASETS', 'STATS_PERIOD', 'PARSERS', 'KLINE_SETS', 'VISION_DATASETS', 'STATS_COLUMNS', 'DEFAULT_DATASETS', 'Dataset',
+           'parse_klines', 'empty_frame', 'parse', 'DataError', 'atomic_write_parquet', 'read_parquet', 'merge_ranges',
            'missing_ranges', 'Store', 'load_bars', 'TaskResult', 'windows', 'run_task', 'find_gaps', 'validate_frame',
            'plan_range', 'download', 'summary_table', 'read_vision_csv', 'verify_checksum', 'find_archives',
            'import_vision', 'book_wide', 'load_extras', 'run_download', 'add_download_args']
@@ -865,6 +865,12 @@ def book_wide(df:pd.DataFrame, levels:int=10)->pd.DataFrame:
         for i in px.columns: out[f"{side}_px_{i + 1}"] = px[i]; out[f"{side}_sz_{i + 1}"] = sz[i]
     return pd.DataFrame(out).sort_index()
 
+STATS_COLUMNS = {    # /futures/data series: stored column -> the column `load_extras` (and the live path) gives
+    "open_interest": {"sum_open_interest": "open_interest", "sum_open_interest_value": "open_interest_value"},
+    "long_short": {"long_short_ratio": "long_short_ratio", "long_account": "long_account",
+                   "short_account": "short_account"},
+    "taker_ratio": {"buy_sell_ratio": "buy_sell_ratio", "buy_vol": "buy_vol", "sell_vol": "sell_vol"}}
+
 def load_extras(symbol:str, start=None, end=None, data_dir:str|Path="data")->dict:
     "Stored futures datasets of `symbol`, each indexed by the time its value became public"
     st = Store(data_dir); symbol = symbol.upper(); out = {}
@@ -872,9 +878,7 @@ def load_extras(symbol:str, start=None, end=None, data_dir:str|Path="data")->dic
     s_pub = None if start is None else to_ms(start) - per
     f = st.load(symbol, "funding", None, start, end)
     if len(f): out["funding"] = f.set_index("funding_time")[["funding_rate", "mark_price"]]
-    for ds, cols in (("open_interest", {"sum_open_interest": "open_interest", "sum_open_interest_value": "open_interest_value"}),
-                     ("long_short", {"long_short_ratio": "long_short_ratio", "long_account": "long_account", "short_account": "short_account"}),
-                     ("taker_ratio", {"buy_sell_ratio": "buy_sell_ratio", "buy_vol": "buy_vol", "sell_vol": "sell_vol"})):
+    for ds, cols in STATS_COLUMNS.items():
         d = st.load(symbol, ds, None, s_pub, end)
         if len(d):
             d = d.rename(columns=cols).set_index("timestamp")[list(cols.values())]

@@ -13,15 +13,15 @@ from .config import log_event, OneLineParser, exchange, symbol, interval_list
 from .binance import Rest, ENDPOINTS, Endpoint, ExchangeError, ws_base
 from .intervals import BAR_COLS, MINUTE_MS, WEEK_MS, WEEK_OFFSET_MS, interval_ms, bar_floor, ms_index
 from .intervals import HOUR_MS, DAY_MS, index_ms, to_ms
-from .history import parse as parse_rows, STATS_PERIOD
+from .history import parse as parse_rows, STATS_PERIOD, STATS_COLUMNS
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['STREAM_KINDS', 'MARK_BACK_MS', 'EXTRAS', 'EXTRAS_ORDER', 'STATS_COLUMNS', 'EXTRAS_KEEP_MS', 'FUNDING_EVERY_MS',
-           'BOOK_TIME_UNIT', 'CLOCK_KINDS', 'stream_names', 'plan_connections', 'combined_url', 'backoff_delay',
-           'Timeline', 'book_features', 'LocalBook', 'bar_from_ws', 'bar_from_rest', 'BarBuilder', 'extras_frame',
-           'book_frame', 'LiveExtras', 'Connection', 'StreamManager', 'extras', 'extras_ready', 'wait_extras', 'stop',
-           'run', 'run_sync', 'bars_frame', 'main']
+__all__ = ['STREAM_KINDS', 'MARK_BACK_MS', 'EXTRAS', 'EXTRAS_ORDER', 'EXTRAS_KEEP_MS', 'FUNDING_EVERY_MS', 'BOOK_TIME_UNIT',
+           'CLOCK_KINDS', 'stream_names', 'plan_connections', 'combined_url', 'backoff_delay', 'Timeline',
+           'book_features', 'LocalBook', 'bar_from_ws', 'bar_from_rest', 'BarBuilder', 'extras_frame', 'book_frame',
+           'LiveExtras', 'Connection', 'StreamManager', 'extras', 'extras_ready', 'wait_extras', 'stop', 'run',
+           'run_sync', 'bars_frame', 'main']
 
 # %% ../nbs/04_streams.ipynb #094d7e05
 STREAM_KINDS = ("kline", "aggTrade", "depth", "bookTicker", "markPrice", "forceOrder")
@@ -380,11 +380,6 @@ def _emit(self:BarBuilder, tf, step, bar, ok)->dict:
 # %% ../nbs/04_streams.ipynb #cee8d074
 EXTRAS = ("funding", "open_interest", "mark", "index", "book")   # the live extras kept by `StreamManager(extras=True)`
 EXTRAS_ORDER = ("funding", "open_interest", "long_short", "taker_ratio", "mark", "index", "book")   # load_extras' keys
-STATS_COLUMNS = {    # /futures/data series: stored column -> load_extras column (as `load_extras` renames them)
-    "open_interest": {"sum_open_interest": "open_interest", "sum_open_interest_value": "open_interest_value"},
-    "long_short": {"long_short_ratio": "long_short_ratio", "long_account": "long_account",
-                   "short_account": "short_account"},
-    "taker_ratio": {"buy_sell_ratio": "buy_sell_ratio", "buy_vol": "buy_vol", "sell_vol": "sell_vol"}}
 EXTRAS_KEEP_MS = 2 * DAY_MS       # history fetched at start and kept per dataset (LiveFeatures reads the last day)
 FUNDING_EVERY_MS = 8 * HOUR_MS    # funding interval assumed until two rows or the markPrice stream say otherwise
 BOOK_TIME_UNIT = pd.Timestamp(0, unit="ms").unit   # resolution of the book's `time` as history stores it
