@@ -108,16 +108,21 @@ def test_weights_simple_cases():
     np.testing.assert_allclose(uniqueness_weights(np.array([0, 0]), np.array([3, 3]), 4), [0.5, 0.5])
     np.testing.assert_allclose(uniqueness_weights(np.array([0, 4]), np.array([3, 7]), 8), [1.0, 1.0])
 
-def test_label_time_rule(m1):
-    trades = random_trades(m1, seed=9)
+def assert_label_time_rule(bars:dict, trades, horizon:str, up:float, down:float, base:str,
+                           at:int, after:str, seed:int, min_done:int):
+    "Rows whose horizon ends <= T are bit-identical when every bar and trade after T is scrambled; later rows change"
     for kind in ("binary", "ternary", "regression"):
-        L = make_labels({"1m": m1}, kind, "2h", 0.004, 0.002, trades=trades, base="5m")
-        T = L.index[300] + pd.Timedelta("3min")
-        pb, pe = perturb_after({"1m": m1}, T, seed=3, extras={"trades": trades})
-        Lp = make_labels(pb, kind, "2h", 0.004, 0.002, trades=pe["trades"], base="5m")
-        done = L.index + pd.Timedelta("2h") <= T
-        assert done.sum() > 200 and L[done].equals(Lp[done])
+        L = make_labels(bars, kind, horizon, up, down, trades=trades, base=base)
+        T = L.index[at] + pd.Timedelta(after)
+        pb, pe = perturb_after(bars, T, seed=seed, extras={"trades": trades})
+        Lp = make_labels(pb, kind, horizon, up, down, trades=pe["trades"], base=base)
+        done = L.index + pd.Timedelta(horizon) <= T
+        assert done.sum() > min_done and L[done].equals(Lp[done])
         assert not L[~done].equals(Lp[~done])
+
+def test_label_time_rule(m1):
+    assert_label_time_rule({"1m": m1}, random_trades(m1, seed=9), "2h", 0.004, 0.002, "5m",
+                           at=300, after="3min", seed=3, min_done=200)
 
 def test_config_defaults_and_errors(m1):
     L = make_labels({"1m": m1}, kind=None, horizon=None, up=None, down=None)      # configs/model.yaml: binary, 4h, 2%, 1%
@@ -205,17 +210,10 @@ def test_hourly_path_never_contradicts_the_1m_path(m1_long):
 def test_hourly_labels_time_rule(m1_long):
     "Hourly path: rows whose horizon ends <= T are bit-identical when everything after T is scrambled"
     h1 = resample_bars(m1_long, "1h")
-    trades = hourly_trades(h1, seed=5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CoarsePathWarning)
-        for kind in ("binary", "ternary", "regression"):
-            L = make_labels({"1h": h1}, kind, "12h", 0.02, 0.01, trades=trades, base="1h")
-            T = L.index[200] + pd.Timedelta("20min")
-            pb, pe = perturb_after({"1h": h1}, T, seed=4, extras={"trades": trades})
-            Lp = make_labels(pb, kind, "12h", 0.02, 0.01, trades=pe["trades"], base="1h")
-            done = L.index + pd.Timedelta("12h") <= T
-            assert done.sum() > 150 and L[done].equals(Lp[done])
-            assert not L[~done].equals(Lp[~done])
+        assert_label_time_rule({"1h": h1}, hourly_trades(h1, seed=5), "12h", 0.02, 0.01, "1h",
+                               at=200, after="20min", seed=4, min_done=150)
 
 def test_hourly_labels_look_only_after_t(m1_long):
     "The bar closing at t (and every earlier bar) never decides the label at t; the first bar after t does"
