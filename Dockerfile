@@ -18,10 +18,11 @@ RUN apt-get update && apt-get install -y --no-install-recommends libgomp1 \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY configs/ configs/
+COPY nbs/pipelines/ nbs/pipelines/
 RUN mkdir -p data artifacts logs cache/numba && chown -R futbot:futbot /app
 USER futbot
 # numba kernels compile once into a writable cache owned by the service user
-ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 FUTBOT_CONFIG_DIR=/app/configs \
+ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1 FUTBOT_CONFIG_DIR=/app/configs FUTBOT_HOME=/app \
     FUTBOT_DATA_DIR=/app/data FUTBOT_ARTIFACTS_DIR=/app/artifacts FUTBOT_LOG_DIR=/app/logs \
     NUMBA_CACHE_DIR=/app/cache/numba
 EXPOSE 8000

@@ -61,8 +61,10 @@ def _train_args(p):
     add_market_args(p); add_data_args(p); add_common(p)
     p.add_argument("--models", help="comma-separated candidates (lgbm,xgb,rf,lstm,cnn,transformer)")
 def _backtest_args(p):
-    add_market_args(p); add_data_args(p); add_common(p)
-    p.add_argument("--model", help="registry model name or version folder")
+    add_market_args(p)
+    add_data_args(p)
+    add_common(p)
+    importlib.import_module("futbot.backtest").add_backtest_args(p)
 def _replay_args(p):
     add_market_args(p); add_data_args(p); add_common(p)
     p.add_argument("--model", help="registry model name or version folder")
@@ -98,7 +100,8 @@ SUBCOMMANDS = {
     "demo":          ("run every built stage end to end against the local exchange", _demo_args),
 }
 HANDLERS = {"sim": "futbot.exchange:run_sim", "download": "futbot.history:run_download",
-            "features": "futbot.dataset:run_features", "demo": "futbot.cli:run_demo"}
+            "features": "futbot.dataset:run_features", "backtest": "futbot.backtest:run_backtest_cli",
+            "demo": "futbot.cli:run_demo"}
 
 def build_parser(only:str|None=None)->OneLineParser:
     "The `futbot` argument parser; with `only`, just that subcommand gets its arguments (fast start-up)"
@@ -212,6 +215,8 @@ def _stage_features(ctx):
         parts.append(f"{sym} {m['rows']:,} x {m['columns']} features, {m['label_kind']} labels ({shares})")
     return "; ".join(parts) + f" -> {Path(ctx['data_dir']) / 'features'}"
 
+def _stage_backtest(ctx): return importlib.import_module("futbot.backtest").demo_stage(ctx)
+
 DEMO_STAGES = [
     ("config",   "load and validate configs/*.yaml",                    _stage_config),
     ("sim",      "start the local exchange and read it over REST",       _stage_sim),
@@ -219,7 +224,7 @@ DEMO_STAGES = [
     ("streams",  "live bars from websockets",                           _stage_streams),
     ("features", "features and labels, cached in data/features",     _stage_features),
     ("train",    "train, tune, calibrate, select",                      None),
-    ("backtest", "vectorbt backtest with fees, slippage, funding",      None),
+    ("backtest", "vectorbt backtest with fees, slippage, funding",      _stage_backtest),
     ("serve",    "signed live signals",                                 None),
     ("report",   "report site",                                         None),
 ]

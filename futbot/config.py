@@ -22,7 +22,18 @@ def _dur(v):
     try: return to_seconds(v) > 0
     except ValueError: return False
 
+def _dur0(v):
+    try: return to_seconds(v) >= 0
+    except ValueError: return False
+
 def _frac(lo=0.0, hi=1.0, lo_open=True): return lambda v: (lo < v if lo_open else lo <= v) and v <= hi
+
+def _isnum(x): return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+def _partials_ok(v:list)->bool:
+    "`risk.partial_take_profits`: [r_multiple, fraction] pairs, r > 0, fractions in (0, 1) summing below 1"
+    if not all(isinstance(p, list) and len(p) == 2 and all(_isnum(x) for x in p) for p in v): return False
+    return all(r > 0 and 0 < f < 1 for r, f in v) and sum(f for _, f in v) < 1
 
 _PTA_KEYS = {"kind", "params", "col_names", "col_numbers", "prefix", "suffix", "fillna",
              "open", "high", "low", "close", "volume"}   # Strategy keys and column choices besides an indicator's own
@@ -52,7 +63,8 @@ def pandas_ta_problem(entries:list, # `features.pandas_ta`: Strategy entries suc
             return f"[{i}] {k}: offset must be a whole number >= 0 (a negative one reads later bars), got {off!r}"
     return None
 
-_num, _int, _str, _list = (int, float), int, str, list
+# %% ../nbs/00_config.ipynb #022e3829
+_num, _int, _str, _list, _bool = (int, float), int, str, list, bool
 SCHEMA = {
   # trading.yaml
   "data.history_months":        ("trading", _num, lambda v: 0 < v <= 120, "a number of months in (0, 120]"),
@@ -68,6 +80,33 @@ SCHEMA = {
   "risk.max_portfolio_exposure":("trading", _num, _frac(0, 1), "a fraction of equity in (0, 1]"),
   "risk.max_correlated_positions": ("trading", _int, lambda v: v >= 1, "a whole number >= 1"),
   "risk.max_drawdown":          ("trading", _num, _frac(0, 1), "a fraction in (0, 1]"),
+  "risk.max_coin_exposure":     ("trading", _num, _frac(0, 1), "a fraction of equity in (0, 1]"),
+  "risk.correlation_threshold": ("trading", _num, lambda v: -1 <= v <= 1, "a correlation in [-1, 1]"),
+  "risk.correlation_window":    ("trading", _str, _dur, "a duration such as 7d"),
+  "risk.min_stop_distance":     ("trading", _num, lambda v: 0 < v < 1, "a fraction of entry in (0, 1)"),
+  "risk.max_stop_distance":     ("trading", _num, lambda v: 0 < v < 1, "a fraction of entry in (0, 1)"),
+  "risk.vol_window":            ("trading", _str, _dur, "a duration such as 7d"),
+  "risk.vol_factor_bounds":     ("trading", _list, lambda v: len(v) == 2 and all(_isnum(x) for x in v) and 0 < v[0] <= 1 <= v[1], "two numbers [lo, hi] with 0 < lo <= 1 <= hi"),
+  "risk.max_atr_pct":           ("trading", _num, _frac(0, 1), "a fraction of price in (0, 1]"),
+  "risk.max_spread_bps":        ("trading", _num, lambda v: v > 0, "basis points > 0"),
+  "risk.min_depth_ratio":       ("trading", _num, lambda v: v >= 0, "a ratio >= 0 (0 turns the depth filter off)"),
+  "risk.max_volume_share":      ("trading", _num, _frac(0, 1), "a fraction of the bar's quote volume in (0, 1]"),
+  "risk.max_daily_loss":        ("trading", _num, _frac(0, 1), "a fraction in (0, 1]"),
+  "risk.drawdown_pause":        ("trading", _str, _dur, "a duration such as 7d"),
+  "risk.partial_take_profits":  ("trading", _list, _partials_ok, "a list of [r_multiple, fraction] pairs, r > 0, fractions in (0, 1) summing below 1"),
+  "backtest.initial_equity":    ("trading", _num, lambda v: v > 0, "an amount of USDT > 0"),
+  "backtest.taker_fee":         ("trading", _num, lambda v: 0 <= v <= 0.01, "a fee fraction in [0, 0.01]"),
+  "backtest.maker_fee":         ("trading", _num, lambda v: -0.01 <= v <= 0.01, "a fee fraction in [-0.01, 0.01] (negative: a rebate)"),
+  "backtest.slippage":          ("trading", _str, lambda v: v in ("fixed", "volatility"), "fixed or volatility"),
+  "backtest.slippage_bps":      ("trading", _num, lambda v: 0 <= v <= 1000, "basis points in [0, 1000]"),
+  "backtest.slippage_vol_mult": ("trading", _num, lambda v: 0 <= v <= 10, "a multiplier in [0, 10]"),
+  "backtest.impact_coef":       ("trading", _num, lambda v: 0 <= v <= 10, "a coefficient in [0, 10] (0 turns impact off)"),
+  "backtest.latency":           ("trading", _str, _dur0, "a duration >= 0 such as 1s"),
+  "backtest.funding":           ("trading", _bool, lambda v: True, "true or false"),
+  "backtest.periods_per_year":  ("trading", _num, lambda v: v > 0, "a number of periods > 0"),
+  "backtest.metrics_freq":      ("trading", _str, _dur, "a duration such as 1d"),
+  "backtest.var_level":         ("trading", _num, lambda v: 0.5 <= v < 1, "a confidence level in [0.5, 1)"),
+  "backtest.rolling_window":    ("trading", _str, _dur, "a duration such as 7d"),
   "monitoring.performance_check_interval": ("trading", _str, _dur, "a duration such as 1h"),
   "monitoring.drift_window":    ("trading", _str, _dur, "a duration such as 7d"),
   "monitoring.degradation_alert": ("trading", _num, _frac(0, 1), "a fraction in (0, 1]"),
@@ -78,6 +117,7 @@ SCHEMA = {
   "labels.profit_threshold":    ("model", _num, _frac(0, 1), "a fraction in (0, 1]"),
   "labels.stop_threshold":      ("model", _num, _frac(0, 1), "a fraction in (0, 1]"),
   "labels.atr_mult":            ("model", _num, lambda v: 0 < v <= 20, "a multiplier in (0, 20]"),
+  "labels.barriers":            ("model", _str, lambda v: v in ("fixed", "atr"), "fixed or atr"),
   "training.seed":              ("model", _int, lambda v: v >= 0, "a whole number >= 0"),
   "training.split":             ("model", _list, lambda v: len(v) == 3 and all(isinstance(x, (int, float)) and x > 0 for x in v) and abs(sum(v) - 1) < 1e-9, "three positive fractions summing to 1"),
   "training.walk_forward_folds":("model", _int, lambda v: 2 <= v <= 50, "a whole number in [2, 50]"),
@@ -100,7 +140,7 @@ class UsageError(ValueError):
     "Bad input found while running a command (unknown symbol, end before start, ...): one line, exit code 2"
 
 def _type_ok(v, typ):
-    if isinstance(v, bool): return False
+    if typ is bool or isinstance(v, bool): return typ is bool and isinstance(v, bool)
     if typ is int: return isinstance(v, int)
     return isinstance(v, typ)
 
@@ -164,6 +204,8 @@ ENV_VARS = {
     "FUTBOT_EXCHANGE": "binance, testnet or a base URL such as http://127.0.0.1:8900",
     "FUTBOT_DATA_DIR": "where raw and processed data live (default data)",
     "FUTBOT_ARTIFACTS_DIR": "where models, reports and run outputs live (default artifacts)",
+    "FUTBOT_HOME": "the project folder: its nbs/pipelines make the reports; vectorbt's kernels compile into its "
+                   ".numba_cache unless NUMBA_CACHE_DIR is set (default: the checkout)",
     "BINANCE_API_KEY": "optional; public market data needs no key",
     "BINANCE_API_SECRET": "optional; public market data needs no key",
 }
@@ -233,6 +275,9 @@ def load_config(path:str|Path|None=None,  # an extra YAML file laid over the def
     for k, v in values.items(): _check(k, v, sources[k])
     if values["data.base_timeframe"] not in values["data.timeframes"]:
         raise ConfigError(f"{sources['data.base_timeframe']}: data.base_timeframe {values['data.base_timeframe']!r} must be one of data.timeframes")
+    lo, hi = values["risk.min_stop_distance"], values["risk.max_stop_distance"]
+    if lo > hi:
+        raise ConfigError(f"{sources['risk.min_stop_distance']}: risk.min_stop_distance {lo} is above risk.max_stop_distance {hi}")
     return Config(values, sources)
 
 # %% ../nbs/00_config.ipynb #4557630d

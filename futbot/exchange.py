@@ -841,6 +841,11 @@ async def _clock(request):
     m = request.app[APP_STATE].market
     return _jresp({"now": m.now_ms(), "start": int(m.start_ms), "t0": int(m.t0_ms), "speed": getattr(m, "speed", None)})
 
+async def _info(request):
+    m = request.app[APP_STATE].market
+    if not hasattr(m, "info"): raise web.HTTPNotFound()
+    return _jresp(m.info())
+
 async def _faults_get(request): return _jresp(request.app[APP_STATE].faults.as_dict())
 
 async def _faults_post(request):
@@ -874,6 +879,7 @@ def make_app(market,                        # a `futbot.sim.Market`
         app.router.add_get(pre + "/ws/{tail:.*}", _ws_handler)
         app.router.add_get(pre + "/stream", _ws_handler)
     app.router.add_get("/_sim/clock", _clock)
+    app.router.add_get("/_sim/info", _info)
     app.router.add_get("/_sim/faults", _faults_get)
     app.router.add_post("/_sim/faults", _faults_post)
     async def _on_startup(app):

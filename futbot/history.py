@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-import numpy as np, pandas as pd
+import numpy as np, pandas as pd, requests
 import pyarrow as pa, pyarrow.parquet as pq
 from .config import UsageError, log_event, progress_bar, positive_int
 from .intervals import (INTERVALS, BAR_COLS, MINUTE_MS, HOUR_MS, DAY_MS, interval_ms, to_ms, ms_to_iso,
@@ -18,11 +18,13 @@ from .binance import Rest, WeightLimiter, ExchangeError, BannedError, ENDPOINTS
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['DATASETS', 'STATS_PERIOD', 'PARSERS', 'KLINE_SETS', 'VISION_DATASETS', 'STATS_COLUMNS', 'DEFAULT_DATASETS', 'Dataset',
-           'parse_klines', 'empty_frame', 'parse', 'DataError', 'atomic_write_parquet', 'read_parquet', 'merge_ranges',
-           'missing_ranges', 'Store', 'load_bars', 'TaskResult', 'windows', 'run_task', 'find_gaps', 'validate_frame',
-           'plan_range', 'download', 'summary_table', 'read_vision_csv', 'verify_checksum', 'find_archives',
-           'import_vision', 'book_wide', 'load_extras', 'run_download', 'add_download_args']
+__all__ = ['DATASETS', 'STATS_PERIOD', 'PARSERS', 'SOURCE_FILE', 'SIM_INFO_PATH', 'SIM_INFO_TIMEOUT_S', 'SIM_KEYS', 'KLINE_SETS',
+           'VISION_DATASETS', 'STATS_COLUMNS', 'DEFAULT_DATASETS', 'Dataset', 'parse_klines', 'empty_frame', 'parse',
+           'DataError', 'atomic_write_parquet', 'read_parquet', 'merge_ranges', 'missing_ranges', 'Store', 'load_bars',
+           'TaskResult', 'windows', 'run_task', 'find_gaps', 'validate_frame', 'sim_info', 'data_source',
+           'check_source', 'record_source', 'plan_range', 'download', 'summary_table', 'read_vision_csv',
+           'verify_checksum', 'find_archives', 'import_vision', 'book_wide', 'load_extras', 'run_download',
+           'add_download_args']
 
 # %% ../nbs/03_history.ipynb #92452871
 @dataclass(frozen=True)
@@ -468,6 +470,60 @@ def validate_frame(df:pd.DataFrame, ds:Dataset, step:int|None, start:int|None=No
         r["stale_runs"] = int((runs >= 30).sum())
     return r
 
+# %% ../nbs/03_history.ipynb #7879aed0
+SOURCE_FILE = "source.json"   # in the data folder, beside raw/
+SIM_INFO_PATH = "/_sim/info"  # the local exchange's description of its market (Binance: 404)
+SIM_INFO_TIMEOUT_S = 3.0      # one short request per download
+SIM_KEYS = ("seed", "alpha", "start")   # what makes two local-exchange markets the same market
+
+def sim_info(base_url:str,                        # an exchange's REST base URL
+             timeout:float=SIM_INFO_TIMEOUT_S,
+            )->dict|None:                         # `Market.info()` of the local exchange, else None
+    "What market the local exchange at `base_url` serves; None from any other exchange or on any error"
+    try:
+        r = requests.get(base_url.rstrip("/") + SIM_INFO_PATH, timeout=timeout)
+        d = r.json() if r.status_code == 200 else None
+    except (requests.RequestException, ValueError): return None
+    return d if isinstance(d, dict) and all(k in d for k in SIM_KEYS) else None
+
+def data_source(data_dir:str|Path="data")->dict|None: # {exchange, sim (dict or None), updated}, or None
+    "Where the data under `data_dir` came from (its `source.json`), or None if it does not say"
+    p = Path(data_dir) / SOURCE_FILE
+    if not p.exists(): return None
+    try: d = json.loads(p.read_text())
+    except (OSError, ValueError) as e: raise DataError(f"{p}: unreadable source record ({type(e).__name__})") from None
+    if not isinstance(d, dict) or "exchange" not in d: raise DataError(f"{p}: not a source record (no 'exchange')")
+    return d
+
+# %% ../nbs/03_history.ipynb #157d13fb
+def _market_of(exchange:str, sim:dict|None)->tuple:
+    "What identifies the market behind a source: the sim's seed/alpha/start, or the exchange's URL"
+    if sim: return ("sim",) + tuple(json.dumps(sim.get(k), sort_keys=True) for k in SIM_KEYS)
+    return ("exchange", exchange.rstrip("/"))
+
+def _describe(exchange:str, sim:dict|None)->str:
+    "A source in words, for the refusal"
+    if not sim: return f"{exchange} (not the local exchange)"
+    what = f"seed {sim['seed']}, alpha {sim.get('alpha_name', '?')}, start {sim['start']}"
+    return f"the local exchange at {exchange} ({what})"
+
+def check_source(data_dir:str|Path, exchange:str, sim:dict|None):
+    "Raise `UsageError` (one line) if `data_dir` holds data of another market than `exchange`/`sim`"
+    old = data_source(data_dir)
+    if old is None or _market_of(old["exchange"], old.get("sim")) == _market_of(exchange, sim): return
+    raise UsageError(f"{data_dir} holds data from {_describe(old['exchange'], old.get('sim'))}, this run's source is "
+                     f"{_describe(exchange, sim)}: use another --data-dir, or remove {data_dir} to start over")
+
+def record_source(data_dir:str|Path, exchange:str, sim:dict|None)->dict:
+    "Write `source.json` (atomically): where the data under `data_dir` came from"
+    d = dict(exchange=exchange, sim=sim, updated=_now())
+    p = Path(data_dir) / SOURCE_FILE
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp.write_text(json.dumps(d, indent=1, sort_keys=True))
+    os.replace(tmp, p)
+    return d
+
 # %% ../nbs/03_history.ipynb #c7a211a3
 KLINE_SETS = ("klines", "mark", "index", "premium")
 
@@ -626,7 +682,7 @@ def download(symbol:str,                  # e.g. BTCUSDT
              repair:bool=True,            # re-request gaps once after each task (False: report them only)
              flush_every:int=20,          # windows fetched between two writes: what a crash can lose per task
             )->list:
-    "Download what is missing of `datasets` for `symbol`, validate it, return one `TaskResult` per task"
+    "Download what is missing of `datasets` for `symbol`, validate it, record its source; one `TaskResult` per task"
     intervals = _checked_intervals(datasets, intervals, price_interval)
     symbol = symbol.upper()
     store = Store(data_dir)
@@ -635,6 +691,9 @@ def download(symbol:str,                  # e.g. BTCUSDT
     known = rest.symbols()
     if symbol not in known:
         raise UsageError(f"unknown symbol {symbol} on {rest.base} (it lists {', '.join(sorted(known)[:10])})")
+    base = getattr(rest, "base", None)
+    sim = sim_info(base) if base else None
+    if base: check_source(data_dir, base, sim)   # before anything is written: one market per store
     now = rest.server_time()
     s, e = plan_range(now, start, end, months)
     tasks = _plan_tasks(datasets, intervals, price_interval, s, e, agg_hours)
@@ -653,6 +712,7 @@ def download(symbol:str,                  # e.g. BTCUSDT
         results.append(TaskResult("book", "", rows=len(store.load(symbol, "book")), report={}))
     order = {(ds.name, iv or ""): i for i, (ds, iv, _, _) in enumerate(tasks)}
     results.sort(key=lambda r: order.get((r.dataset, r.interval), 1e9))
+    if base: record_source(data_dir, base, sim)
     return results
 
 # %% ../nbs/03_history.ipynb #ed1b4e11

@@ -14,8 +14,8 @@ from .intervals import SECOND_MS, MINUTE_MS, interval_ms, to_seconds, index_ms, 
 from .features import get_bars, feature_timeframes, atr
 
 # %% auto #0
-__all__ = ['KINDS', 'ATR_PERIOD', 'first_touch_nb', 'first_touch_ref', 'resolve_ties', 'uniqueness_weights', 'CoarsePathWarning',
-           'path_bars', 'make_labels', 'LabelReport']
+__all__ = ['KINDS', 'SIDES', 'ATR_PERIOD', 'first_touch_nb', 'first_touch_ref', 'resolve_ties', 'uniqueness_weights',
+           'CoarsePathWarning', 'path_bars', 'make_labels', 'LabelReport']
 
 # %% ../nbs/06_labels.ipynb #af0a3ca6
 @njit(cache=True)
@@ -93,6 +93,7 @@ def path_bars(bars:dict,  # interval -> frame shaped like `load_bars`
 
 # %% ../nbs/06_labels.ipynb #ad328d25
 KINDS = ("binary", "ternary", "regression")
+SIDES = ("long", "short")   # the bet a label describes
 ATR_PERIOD = 14   # bars of the base timeframe in the ATR of `atr_mult`
 
 def _label_cfg(config, horizon, up, down, kind):
@@ -120,13 +121,15 @@ def make_labels(bars:dict,                 # interval -> frame shaped like `load
                 up:float|None=0.02,        # take-profit X, fraction of entry
                 down:float|None=0.01,      # stop Y, fraction of entry
                 atr_mult:float|None=None,  # stop at k x ATR14 of the base timeframe instead of Y
+                side:str="long",           # long: up by X before down by Y; short: the mirror
                 trades:pd.DataFrame|None=None, # aggTrades (`price`), used only to resolve ties
                 base:str|None=None,        # base timeframe (None: data.base_timeframe, or the features' fallback)
                 config=None,               # `load_config()` result for the defaults
                )->pd.DataFrame:            # indexed by decision time t, like the features
-    "Triple-barrier labels at each base decision time, from the path bars strictly after t"
+    "Triple-barrier labels of one side's bet at each base decision time, from the path bars strictly after t"
     if kind not in (*KINDS, None):
         raise ValueError(f"make_labels: kind must be binary, ternary or regression, got {kind!r}")
+    if side not in SIDES: raise ValueError(f"make_labels: side must be long or short, got {side!r}")
     horizon, up, down, kind, cbase = _label_cfg(config, horizon, up, down, kind)
     if base is None: base = feature_timeframes(bars, cbase or load_config()["data.base_timeframe"], [])[0]
     piv, pb = path_bars(bars, base)
@@ -139,16 +142,17 @@ def make_labels(bars:dict,                 # interval -> frame shaped like `load
     hi, lo, cl = (pb[k].to_numpy(np.float64) for k in ("high", "low", "close"))
     j0, j1 = np.searchsorted(po, t, "left"), np.searchsorted(po, t + H - P, "right")   # bars in [t, t + H]
     u, d = _widths(bb, entry, up, down, atr_mult)
-    up_px, dn_px = entry * (1 + u), entry * (1 - d)
+    up_px, dn_px = (entry * (1 + u), entry * (1 - d)) if side == "long" else (entry * (1 + d), entry * (1 - u))
     ok = (t + H <= po[-1] + P) & (j1 > j0) & np.isfinite(up_px)
     jj0, jj1 = np.where(ok, j0, 0), np.where(ok, j1, 0)
     idx, code = first_touch_nb(hi, lo, jj0, jj1, np.where(ok, up_px, np.inf), np.where(ok, dn_px, -np.inf))
     ties = np.flatnonzero(code == 2)
     res = resolve_ties(po[idx[ties]], up_px[ties], dn_px[ties], trades, P)
     code[ties] = np.where(res == 0, 2, res)
+    if side == "short": code = np.where(np.abs(code) == 1, -code, code)   # from upper/lower to profit/stop
     unresolved = code == 2
     last = np.maximum(jj1 - 1, 0)
-    ret_h = cl[last] / entry - 1
+    ret_h = (cl[last] / entry - 1) * (1.0 if side == "long" else -1.0)   # the side's return at t + H
     if kind == "binary": lab = np.where(code == 1, 1.0, np.where(code == -1, 0.0, np.nan))
     elif kind == "ternary": lab = np.where(code == 1, 1.0, np.where(code == -1, -1.0, 0.0))
     else: lab = np.clip(ret_h, -d, u)
@@ -163,7 +167,7 @@ def make_labels(bars:dict,                 # interval -> frame shaped like `load
     out = pd.DataFrame({"label": lab, "ret": ret, "t_end": ms_index(np.where(ok, t_end, t + H), "t_end"),
                         "up": u, "down": d, "weight": w}, index=ms_index(t, "t"))
     out.attrs.update(ties=int(len(ties)), ties_excluded=int(unresolved[ok].sum()) if kind != "regression" else 0,
-                     incomplete=int((~ok).sum()), kind=kind, horizon=horizon, path=piv)
+                     incomplete=int((~ok).sum()), kind=kind, horizon=horizon, path=piv, side=side)
     return out
 
 # %% ../nbs/06_labels.ipynb #27a2d20f

@@ -9,8 +9,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 from fastcore.basics import patch
-from .intervals import SECOND_MS, MINUTE_MS, HOUR_MS, to_ms, to_seconds, add_months
+from .intervals import SECOND_MS, MINUTE_MS, HOUR_MS, to_ms, to_seconds, add_months, ms_to_iso
 from .intervals import interval_ms, max_interval_ms, bar_floor, bar_next, bar_opens
+from .barriers import SIDES, barrier_proba, barrier_distances, triple_barrier_nb, horizon_minutes, reliability
 
 # %% auto #0
 __all__ = ['SYMBOLS', 'FUNDING_MS', 'TWO_PI', 'SQRT_HALF', 'STREAM_NAMES', 'Streams', 'ALPHA_DEFAULT', 'ALPHA_NONE', 'DAY_MIN',
@@ -18,15 +19,15 @@ __all__ = ['SYMBOLS', 'FUNDING_MS', 'TWO_PI', 'SQRT_HALF', 'STREAM_NAMES', 'Stre
            'P_JUMP', 'J_SIZE', 'JUMP_COMMON', 'JUMP_OWN', 'OWN_JUMP_RATE', 'JUMP_VAR', 'MOM_PERIODS', 'FLOW_LAGS',
            'FLOW_NORM', 'CROWD_W', 'CROWD_PERIODS', 'CROWD_LAG', 'CROWD_EDGE', 'COUNT_VOL_EXP', 'COUNT_SHOCK',
            'MAX_AGG', 'PBUY_LO', 'PBUY_HI', 'TAKER_IMPACT', 'PREM0', 'PREM_K', 'PREM_NOISE', 'INDEX_NOISE', 'LIQ_K',
-           'INTEREST', 'FUNDING_CLAMP', 'TRADE_SLOTS', 'SPREAD_CDF', 'INV_LN2', 'K1_COLS', 'NO_CUT', 'AGG_ID0',
-           'TRADE_ID0', 'CHUNK', 'KL_KEYS', 'AT_KEYS', 'OI_NOISE', 'OI_CROWD', 'OI_VOLUME', 'OI_LIQ', 'OI_NOISE_MIN',
-           'OI_LIQ_MIN', 'LS_BIAS', 'LS_CROWD', 'DATA_PERIODS', 'LIQ_SLOTS', 'LIQ_SIZE', 'LIQ_SLIP', 'BOOK_LEVELS',
-           'BOOK_TICK_MS', 'BOOK_QTY_TICKS', 'BOOK_QTY_SIG', 'mix_nb', 'hash_nb', 'unif_nb', 'normal2_nb', 'normal_nb',
-           'student_nb', 'stream_keys', 'symbol_id', 'streams', 'uniforms_nb', 'normals_nb', 'students_nb',
-           'resolve_alpha', 'ModelParams', 'model_params', 'vnoise_nb', 'crowd_nb', 'logvol_nb', 'drift_units_nb',
-           'latent_nb', 'MinuteBuf', 'minute_buf_nb', 'gen_minute_nb', 'klines_1m_nb', 'trades_nb', 'Market',
-           'prices_nb', 'vnoise_arr_nb', 'barrier_proba', 'triple_barrier_nb', 'horizon_minutes', 'book_qty_nb',
-           'book_update_id_of', 'bench_generate']
+           'INTEREST', 'FUNDING_CLAMP', 'EP_SLOT', 'EP_P', 'EP_MIN', 'EP_ACTIVITY', 'TRADE_SLOTS', 'SPREAD_CDF',
+           'INV_LN2', 'K1_COLS', 'NO_CUT', 'AGG_ID0', 'TRADE_ID0', 'CHUNK', 'KL_KEYS', 'AT_KEYS', 'OI_NOISE',
+           'OI_CROWD', 'OI_VOLUME', 'OI_LIQ', 'OI_NOISE_MIN', 'OI_LIQ_MIN', 'LS_BIAS', 'LS_CROWD', 'DATA_PERIODS',
+           'LIQ_SLOTS', 'LIQ_SIZE', 'LIQ_SLIP', 'BOOK_LEVELS', 'BOOK_TICK_MS', 'BOOK_QTY_TICKS', 'BOOK_QTY_SIG',
+           'mix_nb', 'hash_nb', 'unif_nb', 'normal2_nb', 'normal_nb', 'student_nb', 'stream_keys', 'symbol_id',
+           'streams', 'uniforms_nb', 'normals_nb', 'students_nb', 'resolve_alpha', 'ModelParams', 'model_params',
+           'vnoise_nb', 'crowd_nb', 'logvol_nb', 'drift_units_nb', 'episode_nb', 'latent_nb', 'MinuteBuf',
+           'minute_buf_nb', 'gen_minute_nb', 'klines_1m_nb', 'trades_nb', 'Market', 'prices_nb', 'vnoise_arr_nb',
+           'book_qty_nb', 'book_update_id_of', 'bench_generate']
 
 # %% ../nbs/02_sim.ipynb #feb14f97
 SYMBOLS = {
@@ -114,7 +115,8 @@ STREAM_NAMES = ("vol1", "vol2", "vol3",       # log-vol noises at VOL_SCALES
                 "index_noise", "prem_noise",  # per-second index and premium noise
                 "book",                       # book quantities
                 "liq", "liq_time", "liq_qty", # liquidations: count, times, sizes
-                "oi")                         # open-interest noise
+                "oi",                         # open-interest noise
+                "episode")                    # trend episodes: whether, when and which way (appended: keys unchanged)
 Streams = NamedTuple("Streams", [(n, np.uint64) for n in STREAM_NAMES])
 Streams.__doc__ = "The random-stream keys of one symbol (or of the common factor), one named field per use"
 
@@ -149,8 +151,10 @@ ALPHA_DEFAULT = dict(
     flow=0.011,       # drift per unit of the past hours' informed flow
     flow_taker=0.03,  # shift of P(taker buy) per unit informed flow, in its own hour
     funding=0.016,    # mean-reverting drift per unit of crowding beyond +-1
+    episode=0.14,     # drift of a trend episode (0: no episodes)
+    episode_taker=0.10,  # shift of P(taker buy) towards the episode's direction while it lasts
 )
-ALPHA_NONE = dict(momentum=0.0, flow=0.0, flow_taker=0.0, funding=0.0)
+ALPHA_NONE = dict(momentum=0.0, flow=0.0, flow_taker=0.0, funding=0.0, episode=0.0, episode_taker=0.0)
 
 def resolve_alpha(alpha # "default", "none" or a dict overriding some ALPHA_DEFAULT knobs
                  )->dict:
@@ -187,6 +191,8 @@ INDEX_NOISE = 1.5e-5                        # index = mid x (1 + INDEX_NOISE x n
 LIQ_K = 3.5                                 # a shock beyond LIQ_K sigmas liquidates
 INTEREST = 0.0001                           # funding interest rate per 8 h
 FUNDING_CLAMP = 5e-4                        # Binance's clamp of (interest - premium)
+EP_SLOT, EP_P, EP_MIN = 720, 0.6, 240       # trend episodes: one 12 h slot in EP_P holds one, EP_MIN minutes long
+EP_ACTIVITY = 0.5                           # an episode lifts the aggTrade rate by half (its flow is visible)
 
 class ModelParams(NamedTuple):
     "The per-symbol floats the kernels read"
@@ -196,6 +202,8 @@ class ModelParams(NamedTuple):
     flow:float
     funding:float
     flow_taker:float
+    episode:float
+    episode_taker:float
     norm:float        # log-vol normaliser: the average daily volatility is `daily_vol`
     tick:float        # price tick
     qty_mu:float      # mean of an aggTrade's log-lots
@@ -208,8 +216,8 @@ def model_params(spec:dict, # a SYMBOLS entry
     v = sum(w * w for w in VOL_W)
     norm = 0.5 * (2 * v + math.log(1 - REG_P + REG_P * math.exp(2 * REG_W)) + math.log(1 + SEASON ** 2))
     base = spec["daily_vol"] / math.sqrt(DAY_MIN) / math.sqrt(1 + JUMP_VAR)
-    vals = (base, spec["n_mean"], alpha["momentum"], alpha["flow"], alpha["funding"], alpha["flow_taker"], norm,
-            spec["tick"], spec["qty_mu"], spec["qty_sig"])
+    vals = (base, spec["n_mean"], alpha["momentum"], alpha["flow"], alpha["funding"], alpha["flow_taker"],
+            alpha["episode"], alpha["episode_taker"], norm, spec["tick"], spec["qty_mu"], spec["qty_sig"])
     return ModelParams(*(float(x) for x in vals))
 
 # %% ../nbs/02_sim.ipynb #b6ab539b
@@ -251,11 +259,22 @@ def drift_units_nb(K, m):
     elif c < -CROWD_EDGE: fu = -(c + CROWD_EDGE)
     return mom, fl, fu
 
+# %% ../nbs/02_sim.ipynb #c1275251
+@njit(cache=True)
+def episode_nb(K, m):
+    "The trend episode holding minute `m`: (direction +-1, first minute), or (0, -1) outside every episode"
+    j = m // EP_SLOT
+    if unif_nb(K.episode, 3 * j) >= EP_P: return 0.0, -1
+    st = j * EP_SLOT + int(unif_nb(K.episode, 3 * j + 1) * (EP_SLOT - EP_MIN + 1))
+    if m < st or m >= st + EP_MIN: return 0.0, -1
+    return (1.0 if unif_nb(K.episode, 3 * j + 2) < 0.5 else -1.0), st
+
 @njit(cache=True)
 def latent_nb(K, Kc, m0, n, P):
-    "Latent path of minutes m0..m0+n-1: sigma, log return, drift, aggTrades, P(buy), crowding, premium, liquidations"
+    "Latent minutes m0..m0+n-1: sigma, log return, drift, aggTrades, P(buy), crowding, premium, liquidations, episodes"
     sig, r, mu, pbuy, crowd, prem = np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n), np.empty(n)
     nagg, nliq = np.empty(n, np.int64), np.zeros(n, np.int64)
+    ep, ep_start = np.zeros(n), np.full(n, -1, np.int64)
     ro = math.sqrt(1 - RHO * RHO)
     for i in range(n):
         m = m0 + i
@@ -267,19 +286,22 @@ def latent_nb(K, Kc, m0, n, P):
         if unif_nb(K.jump, m) < OWN_JUMP_RATE * P_JUMP:
             j += J_SIZE * s * normal_nb(K.jump_size ^ _PHI, m)
         mom, fl, fu = drift_units_nb(K, m)
-        d = s * (P.momentum * mom + P.flow * fl + P.funding * fu)
+        if P.episode != 0.0: ep[i], ep_start[i] = episode_nb(K, m)
+        d = s * (P.momentum * mom + P.flow * fl + P.funding * fu + P.episode * ep[i])
         sig[i], mu[i], r[i] = s, d, d + s * sh + j
         lam = P.n_mean * (s / P.base) ** COUNT_VOL_EXP * (1.0 + COUNT_SHOCK * abs(sh))
+        lam *= 1.0 + EP_ACTIVITY * abs(ep[i])
         c = int(lam + math.sqrt(lam) * normal_nb(K.agg_count, m) + 0.5)
         nagg[i] = min(max(c, 1), MAX_AGG)
-        pbuy[i] = min(max(0.5 + P.flow_taker * normal_nb(K.flow, m // HOUR_MIN), PBUY_LO), PBUY_HI)
+        pb = 0.5 + P.flow_taker * normal_nb(K.flow, m // HOUR_MIN) + P.episode_taker * ep[i]
+        pbuy[i] = min(max(pb, PBUY_LO), PBUY_HI)
         c = crowd_nb(K, m)
         crowd[i] = c
         prem[i] = PREM0 + PREM_K * c + PREM_NOISE * normal_nb(K.prem_noise, m * 60 + 59)   # the minute's last second
         z = (r[i] - d) / s
         if abs(z) > LIQ_K:
             nliq[i] = 1 + int(math.log(unif_nb(K.liq, m)) / math.log(0.5))     # 1 + geometric(1/2) orders
-    return sig, r, mu, nagg, pbuy, crowd, prem, nliq
+    return sig, r, mu, nagg, pbuy, crowd, prem, nliq, ep, ep_start
 
 # %% ../nbs/02_sim.ipynb #85f3961a
 TRADE_SLOTS = 4096           # hash indices reserved per minute for its trades (> MAX_AGG)
@@ -395,8 +417,8 @@ class _Cache:
         self.tick, self.qmu, self.qsig = spec["tick"], spec["qty_mu"], spec["qty_sig"]
         self.L = np.array([math.log(spec["p0"])])  # latent log mid at the end of each minute, L[0] before the first
         z = np.zeros(0)
-        self.sig = self.r = self.mu = self.pbuy = self.crowd = self.prem = z
-        self.nagg = self.nliq = np.zeros(0, np.int64)
+        self.sig = self.r = self.mu = self.pbuy = self.crowd = self.prem = self.ep = z
+        self.nagg = self.nliq = self.ep_start = np.zeros(0, np.int64)
         self.k1 = np.zeros((0, len(K1_COLS)), np.int64)
         self.cum_agg = self.cum_trd = np.zeros(1, np.int64)
         self.pk, self.pk_n = np.zeros((0, 12)), 0  # per-minute mark/index/premium OHLC, computed lazily
@@ -406,13 +428,14 @@ class _Cache:
         if m_hi <= self.m_lo + self.n: return
         m0 = self.m_lo + self.n
         n = -(-(m_hi - m0) // CHUNK) * CHUNK
-        sig, r, mu, nagg, pbuy, crowd, prem, nliq = latent_nb(self.K, self.Kc, m0, n, self.P)
+        sig, r, mu, nagg, pbuy, crowd, prem, nliq, ep, ep_start = latent_nb(self.K, self.Kc, m0, n, self.P)
         L = np.empty(n + 1)
         L[0] = self.L[-1]
         for k in range(0, n, CHUNK):  # cumsum from each chunk's anchor: the same bits however the cache grows
             L[k + 1:k + CHUNK + 1] = L[k] + np.cumsum(r[k:k + CHUNK])
         k1 = klines_1m_nb(self.K, self.P, m0, L, sig, nagg, pbuy, NO_CUT)
-        new = dict(sig=sig, r=r, mu=mu, pbuy=pbuy, crowd=crowd, prem=prem, nagg=nagg, nliq=nliq, L=L[1:], k1=k1)
+        new = dict(sig=sig, r=r, mu=mu, pbuy=pbuy, crowd=crowd, prem=prem, nagg=nagg, nliq=nliq, L=L[1:], k1=k1,
+                   ep=ep, ep_start=ep_start)
         for name, v in new.items(): setattr(self, name, np.concatenate([getattr(self, name), v]))
         self.cum_agg = np.concatenate([self.cum_agg, self.cum_agg[-1] + np.cumsum(nagg)])
         self.cum_trd = np.concatenate([self.cum_trd, self.cum_trd[-1] + np.cumsum(k1[:, _NT])])
@@ -454,7 +477,7 @@ class Market:
         bad = [s for s in symbols if s not in SYMBOLS]
         if bad: raise ValueError(f"unknown symbols {bad}; known: {sorted(SYMBOLS)}")
         self.symbols, self.seed, self.speed, self.clock = list(symbols), int(seed), float(speed), clock
-        self.alpha = resolve_alpha(alpha)
+        self.alpha, self.months = resolve_alpha(alpha), int(months)
         self.start_ms = int(bar_floor(to_ms(start), "1m"))
         self.t0_ms = add_months(self.start_ms, months)
         self.wall0 = time.time()
@@ -482,6 +505,21 @@ class Market:
 
     def __repr__(self):
         return f"Market({self.symbols}, seed={self.seed}, start={self.start_ms}, t0={self.t0_ms}, alpha={self.alpha})"
+
+# %% ../nbs/02_sim.ipynb #9562935b
+@patch
+def info(self:Market)->dict: # seed, alpha (the knobs), alpha_name, start (ISO), months, symbols
+    "What rebuilds this market (JSON-ready): the answer of the local exchange's `/_sim/info`"
+    name = "default" if self.alpha == ALPHA_DEFAULT else "none" if self.alpha == ALPHA_NONE else "custom"
+    return dict(seed=self.seed, alpha=dict(self.alpha), alpha_name=name, start=ms_to_iso(self.start_ms),
+                months=self.months, symbols=list(self.symbols))
+
+@patch(cls_method=True)
+def from_info(cls:Market, info:dict, # `Market.info()`, `/_sim/info` or `futbot.history.data_source(d)["sim"]`
+              symbols=None, **kw)->Market: # symbols (default: all of `info`'s); other `Market` arguments (clock)
+    "The market an `info` describes: the same seed, alpha knobs and start give the same prices"
+    syms = symbols or info["symbols"]
+    return cls(syms, int(info["seed"]), info["start"], int(info["months"]), dict(info["alpha"]), **kw)
 
 # %% ../nbs/02_sim.ipynb #a738ec2b
 KL_KEYS = ("open_time", "open", "high", "low", "close", "volume", "close_time", "quote", "trades",
@@ -805,59 +843,19 @@ def liquidations(self:Market, symbol:str, start_ms:int, end_ms:int)->dict: # arr
     sel = o[(T[o] >= a) & (T[o] <= b)]
     return dict(T=T[sel], side=np.where(sell, "SELL", "BUY")[sel], q=q[sel], p=p[sel], ap=ap[sel])
 
-# %% ../nbs/02_sim.ipynb #4fa63a4a
-def barrier_proba(mu,         # drift of the log price per minute
-                  var,        # variance per minute
-                  H,          # horizon, minutes
-                  u, d,       # distances to the upper and lower barrier (log, > 0)
-                  nterms:int=60):
-    "P(upper barrier first | a barrier is hit within H) for Brownian motion with drift"
-    mu, var, u, d = np.broadcast_arrays(*(np.asarray(v, float) for v in (mu, var, u, d)))
-    L = u + d
-    a = 2 * mu / var
-    small = np.abs(a * L) < 1e-9
-    a_ = np.where(small, 1.0, a)
-    p_inf = np.where(small, d / L, np.expm1(-a_ * d) / np.expm1(-a_ * L))
-    n = np.arange(1, nterms + 1).reshape((-1,) + (1,) * mu.ndim)
-    kap = mu ** 2 / (2 * var) + var * (n * np.pi) ** 2 / (2 * L ** 2)
-    base = (var / L) * (n * np.pi / L) * np.sin(n * np.pi * d / L) * np.exp(-kap * H) / kap
-    up = p_inf - np.exp(mu * u / var) * ((-1.0) ** (n + 1) * base).sum(0)
-    dn = 1 - p_inf - np.exp(-mu * d / var) * base.sum(0)
-    return up / np.maximum(up + dn, 1e-300)
+# %% ../nbs/02_sim.ipynb #39e6eff5
+def _unseen_drift(c, i, H):
+    "Drift summed over minutes [i, i+H) of the trend episodes that begin at minute i or later (unseen at i)"
+    ce = np.concatenate([[0.0], np.cumsum(c.sig * c.P.episode * c.ep)])
+    starts = np.unique(c.ep_start[c.ep_start >= 0]) - c.m_lo
+    nxt = np.append(starts, np.iinfo(np.int64).max)[np.searchsorted(starts, i)]   # first episode start >= i
+    return ce[i + H] - ce[np.minimum(nxt, i + H)]
 
-# %% ../nbs/02_sim.ipynb #033af4c4
-@njit(cache=True)
-def triple_barrier_nb(high, low, close, # 1m bars
-                      idx,              # first bar after each decision (entry = close[idx - 1])
-                      H, up, down):     # horizon (bars) and barrier distances (fractions)
-    "Binary triple-barrier labels: 1 up first, 0 down first, -1 neither within H bars, -2 both in one bar"
-    out = np.full(len(idx), -1, np.int8)
-    for k in range(len(idx)):
-        i = idx[k]
-        hu, hd = close[i - 1] * (1 + up), close[i - 1] * (1 - down)
-        for j in range(i, min(i + H, len(high))):
-            a, b = high[j] >= hu, low[j] <= hd
-            if a and b:
-                out[k] = -2
-                break
-            if a:
-                out[k] = 1
-                break
-            if b:
-                out[k] = 0
-                break
-    return out
-
-def horizon_minutes(horizon # a duration such as "4h", or a number of minutes
-                   )->int:
-    "Minutes in a label horizon"
-    return int(to_seconds(horizon)) // 60 if isinstance(horizon, str) else int(horizon)
-
-# %% ../nbs/02_sim.ipynb #085f575c
 @patch
 def oracle_proba(self:Market, symbol:str, decision_ms, # decision times (ms, bar closes)
-                 horizon="4h", up:float=0.02, down:float=0.01)->np.ndarray:
-    "The generator's P(up barrier first | a barrier is hit) at each decision time, from its latent drift and volatility"
+                 horizon="4h", up=0.02, down=0.01,    # barrier distances: fractions, or arrays (one per decision)
+                 side="long")->np.ndarray:            # "long": up by `up` before down by `down`; "short": the mirror
+    "The generator's P(profit barrier first | a barrier is hit) of a `side` bet at each decision time"
     t = np.asarray(decision_ms, np.int64)
     H = horizon_minutes(horizon)
     c = self._c[symbol]
@@ -866,38 +864,47 @@ def oracle_proba(self:Market, symbol:str, decision_ms, # decision times (ms, bar
     if (i < 1).any(): raise ValueError("decision times must be after the first minute of the history")
     v = c.sig ** 2 * (1 + JUMP_VAR)
     cm, cv = np.concatenate([[0.0], np.cumsum(c.mu)]), np.concatenate([[0.0], np.cumsum(v)])
-    mu, var = (cm[i + H] - cm[i]) / H, (cv[i + H] - cv[i]) / H
+    seen = cm[i + H] - cm[i] - (_unseen_drift(c, i, H) if c.P.episode != 0 else 0.0)
+    mu, var = seen / H, (cv[i + H] - cv[i]) / H
     x = np.log(c.k1[i - 1, _C] * c.tick) - c.L[i]      # entry close relative to the latent mid
-    return barrier_proba(mu, var, H, math.log(1 + up) + x, -math.log(1 - down) - x)
+    u, d = barrier_distances(x, np.asarray(up, float), np.asarray(down, float), side)
+    return barrier_proba(mu if side == "long" else -mu, var, H, u, d)
 
-# %% ../nbs/02_sim.ipynb #3296da74
+# %% ../nbs/02_sim.ipynb #9454cb05
 @patch
-def labels(self:Market, symbol:str, decision_ms, horizon="4h", up=0.02, down=0.01)->np.ndarray:
-    "Binary triple-barrier labels on the 1m high/low path after each decision time (`triple_barrier_nb`)"
+def labels(self:Market, symbol:str, decision_ms, horizon="4h", up=0.02, down=0.01, # up, down: fractions or arrays
+           side="long")->np.ndarray: # int8: 1 profit first, 0 stop first, -1 neither within H, -2 both in one bar
+    "Binary triple-barrier labels of a `side` bet on the 1m high/low path after each decision time"
     t = np.asarray(decision_ms, np.int64)
     H = horizon_minutes(horizon)
+    if side not in SIDES: raise ValueError(f"side must be one of {SIDES}, not {side!r}")
     c = self._c[symbol]
     with self._lock: c.extend(int(t.max()) // MINUTE_MS + H + 2)
     k = c.k1.astype(float)
-    return triple_barrier_nb(k[:, _H], k[:, _LO], k[:, _C], t // MINUTE_MS - c.m_lo, H, up, down)
+    hi, lo, cl = k[:, _H], k[:, _LO], k[:, _C]
+    up, down = (np.ascontiguousarray(np.broadcast_to(np.asarray(v, float), t.shape)) for v in (up, down))
+    if side == "short": hi, lo, cl, up, down = -lo, -hi, -cl, -up, -down   # the mirror: the negated path
+    return triple_barrier_nb(hi, lo, cl, t // MINUTE_MS - c.m_lo, H, up, down)
 
-# %% ../nbs/02_sim.ipynb #a2a721a2
+# %% ../nbs/02_sim.ipynb #754f731b
 @patch
 def oracle_report(self:Market, symbol:str, horizon="4h", up:float=0.02, down:float=0.01, step="5m",
-                  start_ms=None, end_ms=None)->dict: # auc, precision (proba >= .5), n, base_rate, coverage
-    "How well the oracle ranks the triple-barrier outcomes of every `step` decision over the history"
+                  start_ms=None, end_ms=None, side="long",
+                 )->dict: # auc, precision (proba >= .5), n_pred, n, base_rate, coverage, ece
+    "How well the oracle ranks (and how well it is calibrated on) the triple-barrier outcomes of every `step` decision"
     from sklearn.metrics import roc_auc_score
     H = horizon_minutes(horizon) * MINUTE_MS
     lo = self.start_ms + interval_ms(step) if start_ms is None else max(int(start_ms), self.start_ms + MINUTE_MS)
     hi = self.now_ms() - H if end_ms is None else min(int(end_ms), self.now_ms() - H)
     t = bar_opens(lo, hi, step)
-    y = self.labels(symbol, t, horizon, up, down)
+    y = self.labels(symbol, t, horizon, up, down, side)
     ok = y >= 0
-    p, y = self.oracle_proba(symbol, t[ok], horizon, up, down), y[ok]
+    p, y = self.oracle_proba(symbol, t[ok], horizon, up, down, side), y[ok]
     sel = p >= 0.5
     auc = float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else float("nan")
     return dict(auc=auc, precision=float(y[sel].mean()) if sel.any() else float("nan"),
-                n_pred=int(sel.sum()), n=int(ok.sum()), base_rate=float(y.mean()), coverage=float(ok.mean()))
+                n_pred=int(sel.sum()), n=int(ok.sum()), base_rate=float(y.mean()), coverage=float(ok.mean()),
+                ece=reliability(p, y)["ece"])
 
 # %% ../nbs/02_sim.ipynb #c6ed0653
 BOOK_LEVELS = 100       # levels a side

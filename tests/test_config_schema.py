@@ -16,7 +16,16 @@ BAD = {
     "labels.stop_threshold": 1.5, "labels.atr_mult": 25, "training.seed": -1, "training.split": [0.7, 0.2, 0.2],
     "training.walk_forward_folds": 1, "training.n_trials": 0, "selection.min_precision": 0,
     "selection.min_sharpe": -11, "selection.max_drawdown": 1.2, "selection.max_calibration_error": 0,
-    "features.pandas_ta": [{"kind": "kamma"}],
+    "features.pandas_ta": [{"kind": "kamma"}], "labels.barriers": "atr14",
+    "risk.max_coin_exposure": 0, "risk.correlation_threshold": 1.5, "risk.correlation_window": "weekly",
+    "risk.min_stop_distance": 0, "risk.max_stop_distance": 1.0, "risk.vol_window": "7 days",
+    "risk.vol_factor_bounds": [1.5, 2.0], "risk.max_atr_pct": 0, "risk.max_spread_bps": 0,
+    "risk.min_depth_ratio": -1, "risk.max_volume_share": 1.5, "risk.max_daily_loss": 0, "risk.drawdown_pause": "0s",
+    "risk.partial_take_profits": [[1.0, 0.6], [2.0, 0.5]],
+    "backtest.initial_equity": 0, "backtest.taker_fee": 0.05, "backtest.maker_fee": -0.05, "backtest.slippage": "random",
+    "backtest.slippage_bps": -1, "backtest.slippage_vol_mult": -0.1, "backtest.impact_coef": -1,
+    "backtest.latency": "-1s", "backtest.funding": "yes", "backtest.periods_per_year": 0, "backtest.metrics_freq": "daily",
+    "backtest.var_level": 1.0, "backtest.rolling_window": "0d",
 }
 
 def test_every_key_has_a_bad_case():
@@ -41,6 +50,22 @@ def test_split_fractions_sum_to_one():
     with pytest.raises(ConfigError, match="three positive fractions summing to 1"):
         load_config(env={}, overrides={"training.split": [0.7, 0.15, 0.1]})
     assert load_config(env={}, overrides={"training.split": [0.6, 0.2, 0.2]})["training.split"] == [0.6, 0.2, 0.2]
+
+def test_stop_distances_are_checked_together():
+    with pytest.raises(ConfigError, match="risk.min_stop_distance 0.06 is above risk.max_stop_distance 0.05"):
+        load_config(env={}, overrides={"risk.min_stop_distance": 0.06})
+    assert load_config(env={}, overrides={"risk.min_stop_distance": 0.05})["risk.min_stop_distance"] == 0.05
+
+def test_partial_take_profits_are_pairs():
+    for bad in ([[1.0]], [[0, 0.5]], [[1.0, 1.0]], [["1R", 0.5]], [[1.0, True]]):
+        with pytest.raises(ConfigError, match="risk.partial_take_profits"):
+            load_config(env={}, overrides={"risk.partial_take_profits": bad})
+    assert load_config(env={}, overrides={"risk.partial_take_profits": [[1, 0.3], [2, 0.3]]}).risk.partial_take_profits
+
+def test_funding_is_a_yaml_boolean():
+    assert load_config(env={env_key("backtest.funding"): "false"}).backtest.funding is False
+    with pytest.raises(ConfigError, match="backtest.funding must be true or false"):
+        load_config(env={env_key("backtest.funding"): "1"})
 
 def test_env_values_are_checked_like_files():
     with pytest.raises(ConfigError, match=f"environment {env_key('training.split')}"):

@@ -4,6 +4,7 @@ import warnings
 import numpy as np, pandas as pd, pytest, talib
 import matplotlib; matplotlib.use("Agg")
 from futbot.features import synth_bars, resample_bars, perturb_after, build_features
+from futbot.intervals import BAR_COLS
 from futbot.labels import (make_labels, first_touch_nb, first_touch_ref, uniqueness_weights, LabelReport,
                            CoarsePathWarning)
 
@@ -18,8 +19,9 @@ def random_trades(m1, seed, share=0.5):
     ts, px = zip(*rows)
     return pd.DataFrame({"price": px, "qty": 1.0}, index=pd.DatetimeIndex(ts))
 
-def brute(m1, base_min, kind, h_min, up, down, trades=None, atr=None, atr_mult=None, path_min=1):
+def brute(m1, base_min, kind, h_min, up, down, trades=None, atr=None, atr_mult=None, path_min=1, side="long"):
     "Plain loops over the path bars (1m, or `path_min` minutes) after each decision time, as the issue states the rules"
+    sgn = 1.0 if side == "long" else -1.0                  # a short profits from a fall
     P = path_min * MIN
     hi, lo, cl = (dict(zip(m1.index, m1[c])) for c in ("high", "low", "close"))
     last = m1.index[-1]
@@ -34,6 +36,7 @@ def brute(m1, base_min, kind, h_min, up, down, trades=None, atr=None, atr_mult=N
         u = up if atr_mult is None else d * up / down
         if t + h_min * MIN > last + P or not np.isfinite(d): labels[t] = np.nan; continue
         up_px, dn_px = entry * (1 + u), entry * (1 - d)
+        if side == "short": up_px, dn_px = entry * (1 + d), entry * (1 - u)   # stop above, take-profit below
         res, exit_m = 0, t + h_min * MIN - P
         for k in range(h_min // path_min):
             m = t + k * P
@@ -47,8 +50,9 @@ def brute(m1, base_min, kind, h_min, up, down, trades=None, atr=None, atr_mult=N
             elif hu: res = 1
             elif hd: res = -1
             if hu or hd: exit_m = m; break
+        if side == "short" and res in (1, -1): res = -res    # upper barrier first: the short's stop
         spans[t] = (t, exit_m)
-        if kind == "regression": labels[t] = min(max(cl[t + h_min * MIN - P] / entry - 1, -d), u); continue
+        if kind == "regression": labels[t] = min(max(sgn * (cl[t + h_min * MIN - P] / entry - 1), -d), u); continue
         if res == "tie": labels[t] = np.nan; excluded += 1
         elif kind == "binary": labels[t] = {1: 1.0, -1: 0.0, 0: np.nan}[res]
         else: labels[t] = float(res)
@@ -109,13 +113,13 @@ def test_weights_simple_cases():
     np.testing.assert_allclose(uniqueness_weights(np.array([0, 4]), np.array([3, 7]), 8), [1.0, 1.0])
 
 def assert_label_time_rule(bars:dict, trades, horizon:str, up:float, down:float, base:str,
-                           at:int, after:str, seed:int, min_done:int):
+                           at:int, after:str, seed:int, min_done:int, side:str="long"):
     "Rows whose horizon ends <= T are bit-identical when every bar and trade after T is scrambled; later rows change"
     for kind in ("binary", "ternary", "regression"):
-        L = make_labels(bars, kind, horizon, up, down, trades=trades, base=base)
+        L = make_labels(bars, kind, horizon, up, down, trades=trades, base=base, side=side)
         T = L.index[at] + pd.Timedelta(after)
         pb, pe = perturb_after(bars, T, seed=seed, extras={"trades": trades})
-        Lp = make_labels(pb, kind, horizon, up, down, trades=pe["trades"], base=base)
+        Lp = make_labels(pb, kind, horizon, up, down, trades=pe["trades"], base=base, side=side)
         done = L.index + pd.Timedelta(horizon) <= T
         assert done.sum() > min_done and L[done].equals(Lp[done])
         assert not L[~done].equals(Lp[~done])
@@ -294,3 +298,100 @@ def test_gappy_brute_force_can_fail(m1_gappy):
     shifted = {"1m": m1_gappy.set_axis(m1_gappy.index + MIN), "5m": base}      # every minute seen one minute early
     L = make_labels(shifted, "ternary", "4h", up=0.01, down=0.005, base="5m")
     with pytest.raises(AssertionError): np.testing.assert_array_equal(L["label"].to_numpy(), ref.reindex(L.index).to_numpy())
+
+
+# --- short labels: the mirror of the long ones (issue 11)
+
+def hand_bars(hlc:list)->pd.DataFrame:
+    "1m bars from (high, low, close) triples, each opening at the previous close"
+    hi, lo, cl = (np.array(x, dtype=float) for x in zip(*hlc))
+    df = pd.DataFrame({"open": np.r_[cl[0], cl[:-1]], "high": hi, "low": lo, "close": cl},
+                      index=pd.date_range("2024-01-01", periods=len(cl), freq="1min", tz="UTC", name="open_time"))
+    for c in BAR_COLS[4:]: df[c] = 1 if c == "trades" else 1.0
+    return df[list(BAR_COLS)]
+
+# entry 100 at the close of bar 0; long: take-profit 102, stop 99; short: take-profit 98, stop 101
+UP_FIRST = [(100, 100, 100), (100.5, 99.5, 100), (101.2, 100, 101), (102.5, 101, 102), (102, 101, 101.5)]
+DOWN_FIRST = [(200 - l, 200 - h, 200 - c) for h, l, c in UP_FIRST]     # the same path reflected about the entry
+
+@pytest.mark.parametrize("path,long_wins", [(UP_FIRST, True), (DOWN_FIRST, False)])
+def test_short_and_long_differ_on_a_hand_path(path, long_wins):
+    "Up path: the short's stop (101) is hit in bar 2, the long's target (102) in bar 3; reflected: the opposite"
+    bars = {"1m": hand_bars(path)}
+    t0 = bars["1m"].index[1]                                           # decision time: the close of bar 0
+    res = {}
+    for side in ("long", "short"):
+        for kind in ("binary", "ternary", "regression"):
+            res[side, kind] = make_labels(bars, kind, "3m", up=0.02, down=0.01, base="1m", side=side).loc[t0]
+    win, lose = ("long", "short") if long_wins else ("short", "long")
+    assert res[win, "binary"]["label"] == 1 and res[lose, "binary"]["label"] == 0
+    assert res[win, "ternary"]["label"] == 1 and res[lose, "ternary"]["label"] == -1
+    assert np.isclose(res[win, "binary"]["ret"], 0.02) and np.isclose(res[lose, "binary"]["ret"], -0.01)
+    assert np.isclose(res[win, "regression"]["label"], 0.02)          # close at t + H: 102 (98), clipped to [-1%, 2%]
+    assert np.isclose(res[lose, "regression"]["label"], -0.01)
+    assert res[win, "binary"]["t_end"] == t0 + 3 * MIN and res[lose, "binary"]["t_end"] == t0 + 2 * MIN
+    assert res[win, "binary"][["up", "down"]].tolist() == [0.02, 0.01] == res[lose, "binary"][["up", "down"]].tolist()
+
+@pytest.mark.parametrize("kind", ["binary", "ternary", "regression"])
+@pytest.mark.parametrize("base_min,with_trades", [(5, True), (15, False)])
+def test_short_labels_equal_brute_force(m1, kind, base_min, with_trades):
+    trades = random_trades(m1, seed=base_min) if with_trades else None
+    L = make_labels({"1m": m1}, kind, "2h", up=0.004, down=0.002, trades=trades, base=f"{base_min}m", side="short")
+    ref, w, excl = brute(m1, base_min, kind, 120, 0.004, 0.002, trades, side="short")
+    np.testing.assert_array_equal(L["label"].to_numpy(), ref.reindex(L.index).to_numpy())
+    wl = L["weight"].dropna()
+    np.testing.assert_allclose(wl.to_numpy(), w.reindex(wl.index).to_numpy(), rtol=1e-12)
+    assert L.attrs["ties_excluded"] == excl and L.attrs["side"] == "short"
+    long_ = make_labels({"1m": m1}, kind, "2h", up=0.004, down=0.002, trades=trades, base=f"{base_min}m")
+    assert not L["label"].equals(long_["label"])                       # the data does tell the sides apart
+
+def invert(bars:pd.DataFrame)->pd.DataFrame:
+    "Prices p -> 1/p: a fall becomes a rise, so high and low swap"
+    out = bars.copy()
+    for c, src in (("open", "open"), ("high", "low"), ("low", "high"), ("close", "close")): out[c] = 1 / bars[src]
+    return out
+
+@pytest.mark.parametrize("kind", ["binary", "ternary", "regression"])
+def test_short_is_the_long_of_inverted_prices(m1, kind):
+    """Long on 1/p with take-profit u/(1-u) and stop d/(1+d) is the short on p: 1/low >= (1 + u/(1-u))/entry
+    iff low <= (1-u) entry, and 1/high <= (1 - d/(1+d))/entry iff high >= (1+d) entry"""
+    u, d = 0.004, 0.002
+    trades = random_trades(m1, seed=8)
+    S = make_labels({"1m": m1}, kind, "2h", up=u, down=d, trades=trades, base="5m", side="short")
+    inv_tr = trades.assign(price=1 / trades["price"])
+    Li = make_labels({"1m": invert(m1)}, kind, "2h", up=u / (1 - u), down=d / (1 + d), trades=inv_tr, base="5m")
+    cmp = ["t_end", "weight"] if kind == "regression" else ["label", "t_end", "weight"]
+    assert S[cmp].equals(Li[cmp])
+    assert np.array_equal(np.sign(S["ret"]), np.sign(Li["ret"]), equal_nan=True)   # same winners; returns on 1/p differ
+    assert {k: S.attrs[k] for k in ("ties", "ties_excluded", "incomplete")} == \
+           {k: Li.attrs[k] for k in ("ties", "ties_excluded", "incomplete")}
+    assert S.attrs["ties"] > S.attrs["ties_excluded"] > 0 or kind == "regression"   # ties, some resolved by trades
+
+def test_short_with_equal_distances_is_the_long_negated(m1):
+    "up == down: the two barriers are the same prices, each side's target the other's stop; exact, bit for bit"
+    kw = dict(horizon="2h", up=0.003, down=0.003, trades=random_trades(m1, seed=4), base="5m")
+    for kind in ("binary", "ternary", "regression"):
+        Lg, Ls = make_labels({"1m": m1}, kind, side="long", **kw), make_labels({"1m": m1}, kind, side="short", **kw)
+        assert Ls["label"].equals(1 - Lg["label"] if kind == "binary" else -Lg["label"])
+        same = ["t_end", "up", "down", "weight"]
+        assert Ls["ret"].equals(-Lg["ret"]) and Ls[same].equals(Lg[same])
+
+def test_short_atr_barriers_equal_brute_force(m1):
+    L = make_labels({"1m": m1}, "ternary", "2h", up=0.02, down=0.01, atr_mult=1.5, base="5m", side="short")
+    b5 = resample_bars(m1, "5m")
+    a = talib.ATR(b5.high.to_numpy(), b5.low.to_numpy(), b5.close.to_numpy(), 14)
+    ref, _, _ = brute(m1, 5, "ternary", 120, 0.02, 0.01, atr=a, atr_mult=1.5, side="short")
+    np.testing.assert_array_equal(L["label"].to_numpy()[14:], ref.reindex(L.index).to_numpy()[14:])
+    assert np.isnan(L["label"].iloc[:14]).all() and (L["label"] == 1).sum() > 20 and (L["label"] == -1).sum() > 20
+
+def test_short_label_time_rule(m1):
+    assert_label_time_rule({"1m": m1}, random_trades(m1, seed=9), "2h", 0.004, 0.002, "5m",
+                           at=300, after="3min", seed=3, min_done=200, side="short")
+
+def test_side_default_and_errors(m1):
+    L = make_labels({"1m": m1}, "binary", "2h", 0.004, 0.002, base="5m")
+    assert L.attrs["side"] == "long"
+    assert L.equals(make_labels({"1m": m1}, "binary", "2h", 0.004, 0.002, base="5m", side="long"))
+    for bad in ("Short", "sell", None):
+        with pytest.raises(ValueError, match=f"^make_labels: side must be long or short, got {bad!r}$"):
+            make_labels({"1m": m1}, "binary", "2h", 0.004, 0.002, base="5m", side=bad)

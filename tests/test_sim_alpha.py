@@ -1,5 +1,5 @@
 """The market model's promise: `alpha="none"` leaves nothing to learn about direction; the default alpha
-plants structure whose oracle AUC for the default labels (4h, +2%/-1%) lies in [0.60, 0.70].
+plants structure whose oracle AUC for the default labels (4h, +2%/-1%) lies in [0.70, 0.82], long and short.
 Runs the real 7-month generator; other seeds can be checked with FUTBOT_TEST_SEED."""
 import os
 import numpy as np
@@ -62,9 +62,23 @@ def test_alpha_none_leaves_direction_unpredictable(markets):
     assert abs(sum(aucs.values()) / 2 - 0.5) <= 0.02, aucs
     assert all(abs(a - 0.5) <= 0.03 for a in aucs.values()), aucs
 
+# Oracle AUC band. Before the trend episodes (ALPHA_DEFAULT without `episode`): [0.60, 0.70], measured
+# 0.679 BTCUSDT / 0.622 ETHUSDT on seed 7 (0.649-0.688 / 0.620-0.642 on seeds 1-3), and the oracle never
+# reached P >= 0.8. With them (episode=0.14, episode_taker=0.10): 0.775 / 0.735 on seed 7 (0.764-0.772 /
+# 0.730-0.743 on seeds 1-3), short side alike (0.72-0.79); see "The planted alpha, measured" in nbs/02_sim.ipynb.
+AUC_BAND = (0.70, 0.82)
+
 @pytest.mark.parametrize("symbol", ["BTCUSDT", "ETHUSDT"])
 def test_default_alpha_oracle_ceiling(markets, symbol):
     none, default = (m.oracle_report(symbol) for m in markets)
-    assert 0.60 <= default["auc"] <= 0.70, default
+    assert AUC_BAND[0] <= default["auc"] <= AUC_BAND[1], default
     assert default["auc"] > none["auc"] + 0.02, (default, none)   # the planted alpha adds to what volatility alone tells
     assert default["n"] > 10_000 and 0 < default["base_rate"] < 0.5
+
+@pytest.mark.parametrize("symbol", ["BTCUSDT", "ETHUSDT"])
+def test_short_oracle_mirrors_the_long(markets, symbol):
+    "The short oracle on the short labels: the same AUC band as the long one, and calibrated on both alphas"
+    for m, band in zip(markets, ((0.55, 0.70), AUC_BAND)):
+        short, long_ = m.oracle_report(symbol, side="short"), m.oracle_report(symbol)
+        assert band[0] <= short["auc"] <= band[1] and abs(short["auc"] - long_["auc"]) < 0.08, (short, long_)
+        assert short["ece"] <= 0.05 and long_["ece"] <= 0.05, (short, long_)

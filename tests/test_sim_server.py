@@ -565,3 +565,33 @@ def test_vision_cli(tmp_path):
 
 def test_bench_rest_reports_requests_per_second(sim):
     assert bench_rest(n=200, url=sim.url) > 10
+
+
+# ---------------------------------------------------------------- where the data came from: /_sim/info
+
+def test_sim_info_describes_the_market(sim):
+    "GET /_sim/info: the market's seed, alpha knobs and name, start, months, symbols; enough to rebuild it"
+    from futbot.sim import ALPHA_DEFAULT
+    r = get(sim, "/_sim/info")
+    info = r.json()
+    assert r.status_code == 200 and "X-MBX-USED-WEIGHT-1M" not in r.headers   # admin path: no weight charged
+    assert info == {"seed": 7, "alpha": ALPHA_DEFAULT, "alpha_name": "default", "start": "2024-01-01T00:00:00Z",
+                    "months": 1, "symbols": ["BTCUSDT", "ETHUSDT"]}
+    m = Market.from_info(info, symbols=[SYM], clock=sim.market.now_ms)   # the same market, on the same clock
+    t = now_ms(sim) // MIN * MIN - 10 * MIN
+    mine, served = (x.klines(SYM, "1m", t, t + 4 * MIN, 5) for x in (m, sim.market))
+    assert mine.keys() == served.keys() and all((mine[k] == served[k]).all() for k in mine)
+
+
+def test_sim_info_of_a_martingale_process():
+    p = subprocess.Popen(_python_sim("--port", "0", "--months", "1", "--seed", "11", "--alpha", "none",
+                                     "--symbols", "ETHUSDT"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = p.stdout.readline().strip()
+        info = requests.get(url + "/_sim/info", timeout=5).json()
+        assert (info["seed"], info["alpha_name"], info["symbols"], info["months"]) == (11, "none", ["ETHUSDT"], 1)
+        assert set(info["alpha"].values()) == {0.0}
+        assert requests.get(url + "/_sim/nope", timeout=5).status_code == 404
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(15)
