@@ -70,3 +70,24 @@ def test_the_leak_check_catches_a_naive_split(table):
     cut = int(len(t) * 0.7)
     fit, judged = np.flatnonzero(ok[:cut]), cut + np.flatnonzero(ok[cut:])
     assert t_end[fit].max() >= t[judged].min()
+
+def test_out_of_fold_predictions_never_see_their_future(table):
+    "Flip every label from fold k's first validated row on: the out-of-fold predictions of folds 1..k do not move"
+    from futbot.train import oof_predict, choose_calibrator
+    X, lab = table
+    ok = lab["label"].notna().to_numpy()
+    X, lab = X[ok], lab[ok]
+    t, t_end, y = index_ms(lab.index), index_ms(lab["t_end"]), lab["label"].to_numpy()
+    folds = walk_forward(t, t_end, 4, "expanding", 2, "4h")
+    a = oof_predict("lgbm", X, y, folds, params={"n_estimators": 30})
+    k = 2
+    cut = folds[k - 1].valid[0]
+    y2 = y.copy()
+    y2[cut:] = 1 - y2[cut:]
+    b = oof_predict("lgbm", X, y2, folds, params={"n_estimators": 30})
+    upto = np.concatenate([f.valid for f in folds[:k]])
+    np.testing.assert_array_equal(a[upto], b[upto])
+    later = folds[k].valid
+    assert not np.array_equal(a[later], b[later])                       # the flip did reach the later folds
+    cal, scores = choose_calibrator(a, y)
+    assert cal.method in scores and 0 <= cal(a[np.isfinite(a)]).min() <= cal(a[np.isfinite(a)]).max() <= 1
