@@ -160,7 +160,7 @@ def test_decisions_before_t_ignore_everything_after_t():
         for k, s in enumerate(("BTCUSDT", "ETHUSDT")):
             b = synth_bars(60 * 24 * 12, seed=10 + k, vol=0.0012)
             if perturb:
-                late = b.index > T
+                late = b.index >= T              # the bar opening at T closes after T
                 f = np.exp(np.random.default_rng(k).normal(0, 0.01, late.sum()))
                 for col in ("open", "high", "low", "close"): b.loc[late, col] = b.loc[late, col] * f
                 b.loc[late, "high"] = b.loc[late, ["open", "high", "low", "close"]].max(axis=1)
@@ -213,3 +213,12 @@ def test_stored_book_feeds_the_liquidity_filter():
     assert np.isnan(stale).all()
     fresh = book_at(book.iloc[:1], np.array([index_ms(book.index)[0] + 60_000]))
     assert fresh[0, 0] == pytest.approx(10.0) and fresh[0, 1] == pytest.approx(100 * book["bid_px_1"].iloc[0])
+
+def test_marks_never_count_a_fill_of_an_unclosed_bar():
+    "At t the take-profit filled inside the bar opening at t is not known yet: equity marks the open position instead"
+    res, _ = _hand_run()
+    p = res.positions[0]                                  # long from bar 1's open, target hit inside bar 2
+    t = int((T0 + pd.Timedelta("2min")).value // 10 ** 6)    # bar 2 opens at t and closes a minute later
+    close1 = BARS[1][3]
+    assert p.value_at(t, close1) == pytest.approx(p.qty * (close1 - p.px[0]) - p.fee[0])
+    assert p.value_at(t + MINUTE_MS, 0.0) == pytest.approx(p.pnl)   # at the bar's close the exit is known
