@@ -76,8 +76,7 @@ def _report_args(p):
     p.add_argument("--out", type=Path, default=Path("_site"), help="output folder of the report site")
 def _registry_args(p):
     add_data_args(p); add_common(p)
-    p.add_argument("action", nargs="?", default="list", choices=["list", "show", "promote", "rollback"], help="what to do")
-    p.add_argument("name", nargs="?", help="model name or version")
+    importlib.import_module("futbot.registry").add_registry_args(p)
 def _verify_args(p):
     p.add_argument("file", type=Path, help="a signal JSON file (one object) or JSON lines")
     add_common(p)
@@ -101,6 +100,7 @@ SUBCOMMANDS = {
 }
 HANDLERS = {"sim": "futbot.exchange:run_sim", "download": "futbot.history:run_download",
             "features": "futbot.dataset:run_features", "backtest": "futbot.backtest:run_backtest_cli",
+            "registry": "futbot.registry:run_registry",
             "demo": "futbot.cli:run_demo"}
 
 def build_parser(only:str|None=None)->OneLineParser:

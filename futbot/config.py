@@ -12,10 +12,10 @@ import yaml
 from .intervals import INTERVALS, to_seconds
 
 # %% auto #0
-__all__ = ['SCHEMA', 'CONFIG_FILES', 'SCHEMA_WHY', 'ENV_VARS', 'pandas_ta_problem', 'ConfigError', 'UsageError', 'read_yaml',
-           'config_dir', 'env_key', 'Section', 'Config', 'load_config', 'iso_date', 'symbol', 'exchange',
-           'interval_list', 'positive_int', 'port', 'OneLineParser', 'JsonFormatter', 'TextFormatter', 'log_event',
-           'setup_logging', 'is_terminal', 'LogProgress', 'progress_bar']
+__all__ = ['SCHEMA', 'CONFIG_FILES', 'MODEL_KINDS', 'CALIBRATIONS', 'SCHEMA_WHY', 'ENV_VARS', 'pandas_ta_problem', 'ConfigError',
+           'UsageError', 'read_yaml', 'config_dir', 'env_key', 'Section', 'Config', 'load_config', 'iso_date', 'symbol',
+           'exchange', 'interval_list', 'positive_int', 'port', 'OneLineParser', 'JsonFormatter', 'TextFormatter',
+           'log_event', 'setup_logging', 'is_terminal', 'LogProgress', 'progress_bar']
 
 # %% ../nbs/00_config.ipynb #c1dfac13
 def _dur(v): 
@@ -131,6 +131,30 @@ SCHEMA = {
                                  "a list of pandas-ta Strategy entries such as {kind: kama, length: 10}"),
 }
 CONFIG_FILES = {"model": "model.yaml", "trading": "trading.yaml"}
+
+# %% ../nbs/00_config.ipynb #bb0a9405
+MODEL_KINDS = ("lgbm", "xgb", "rf", "lstm", "cnn", "transformer")   # candidate kinds `training.models` may name
+CALIBRATIONS = ("auto", "isotonic", "platt")                          # `training.calibration` choices
+
+def _kinds_ok(v:list)->bool: return len(v) > 0 and len(set(v)) == len(v) and all(k in MODEL_KINDS for k in v)
+
+def _storage_ok(v)->bool: return v is None or bool(re.fullmatch(r"[a-z][a-z0-9+]*://\S*", v))
+
+SCHEMA.update({   # model.yaml: training and selection (issue 12)
+  "training.models":            ("model", _list, _kinds_ok, f"a non-empty list of distinct kinds from {MODEL_KINDS}"),
+  "training.cv_mode":           ("model", _str, lambda v: v in ("expanding", "rolling"), "expanding or rolling"),
+  "training.uniqueness_weights": ("model", _bool, lambda v: True, "true or false"),
+  "training.storage":           ("model", (str, type(None)), _storage_ok,
+                                 "null or a database URL such as sqlite:///optuna.db or postgresql://user@host/db"),
+  "training.corr_threshold":    ("model", _num, _frac(0, 1), "a correlation in (0, 1]"),
+  "training.max_features":      ("model", _int, lambda v: v >= 0, "a whole number >= 0 (0 keeps every feature)"),
+  "training.rfe":               ("model", _bool, lambda v: True, "true or false"),
+  "training.calibration":       ("model", _str, lambda v: v in CALIBRATIONS, "auto, isotonic or platt"),
+  "training.seq_len":           ("model", _int, lambda v: 2 <= v <= 1024, "a whole number in [2, 1024]"),
+  "selection.min_dsr":          ("model", _num, _frac(0, 1, lo_open=False), "a probability in [0, 1]"),
+  "selection.min_trades":       ("model", _int, lambda v: v >= 0, "a whole number >= 0"),
+  "selection.challenger_margin": ("model", _num, lambda v: v >= 0, "a score margin >= 0"),
+})
 
 # %% ../nbs/00_config.ipynb #67c5afe0
 class ConfigError(ValueError):

@@ -264,10 +264,12 @@ def volume_poc_ref(tp, vol, lo, hi, w, bins):
     return out
 
 # %% ../nbs/05_features.ipynb #6143cc19
-FEATURE_VERSION = "1"
+FEATURE_VERSION = "2"   # 2: order-flow windows (taker_imb_k, trades_rel_k, zret_k)
 _FULL = dict(ma=(5, 10, 20, 50, 100, 200), wma=(10, 20), rsi=(14, 21, 34), atr=(14, 21), lags=(1, 3, 6, 12, 24),
-             hvol=(20, 60), window=50, profile=100, roc=10, obv=100)
-_DAILY = dict(ma=(5, 10, 20), wma=(10,), rsi=(14,), atr=(14,), lags=(1, 3, 7), hvol=(20,), window=20, profile=20, roc=10, obv=20)
+             hvol=(20, 60), window=50, profile=100, roc=10, obv=100,
+             flow=(3, 6, 12, 24, 48))
+_DAILY = dict(ma=(5, 10, 20), wma=(10,), rsi=(14,), atr=(14,), lags=(1, 3, 7), hvol=(20,), window=20, profile=20, roc=10, obv=20,
+              flow=(3, 7))
 TF_SPECS = {"1m": _FULL, "3m": _FULL, "5m": _FULL, "15m": _FULL, "30m": _FULL, "1h": _FULL, "2h": _FULL,
             "4h": _FULL, "6h": _FULL, "8h": _FULL, "12h": _FULL, "1d": _DAILY}
 CROSSES = [(5, 20), (10, 50), (50, 200), (5, 10), (10, 20)]
@@ -336,6 +338,11 @@ def tf_block(bars:pd.DataFrame, # bars of one interval, shaped like `load_bars`
     f["adx_14"], f["pdi_14"], f["ndi_14"] = adx(h, l, c, 14)
     f.update(trades=n, avg_trade_size=_div(v, n), taker_buy_ratio=_div(tb, v), trade_intensity=n / (interval_ms(interval) / SECOND_MS))
     f["taker_imbalance"] = 2 * f["taker_buy_ratio"] - 1
+    imb, sd = 2 * tb - v, rolling_std_nb(lr, sp["hvol"][-1], 1, st)
+    for k in sp["flow"]:   # order flow over the last k bars: net taker share, trade rate vs its norm, vol-scaled return
+        f[f"taker_imb_{k}"] = _div(rolling_sum_nb(imb, k, st), rolling_sum_nb(v, k, st))
+        f[f"trades_rel_{k}"] = _div(sma(n, k, st), sma(n, W, st))
+        f[f"zret_{k}"] = _div(_diff(lc, k), sd * np.sqrt(k))
     names = [f"{k}_{interval}" for k in f]
     M = np.column_stack([np.asarray(x, dtype=np.float64)[k0:] for x in f.values()])
     M[~np.isfinite(M)] = np.nan

@@ -26,6 +26,10 @@ BAD = {
     "backtest.slippage_bps": -1, "backtest.slippage_vol_mult": -0.1, "backtest.impact_coef": -1,
     "backtest.latency": "-1s", "backtest.funding": "yes", "backtest.periods_per_year": 0, "backtest.metrics_freq": "daily",
     "backtest.var_level": 1.0, "backtest.rolling_window": "0d",
+    "training.models": ["lgbm", "svm"], "training.cv_mode": "sliding", "training.uniqueness_weights": "yes",
+    "training.storage": "artifacts/optuna.db", "training.corr_threshold": 0, "training.max_features": -1,
+    "training.rfe": "no", "training.calibration": "sigmoid", "training.seq_len": 1,
+    "selection.min_dsr": 1.5, "selection.min_trades": -1, "selection.challenger_margin": -0.1,
 }
 
 def test_every_key_has_a_bad_case():

@@ -9,11 +9,15 @@ from futbot.intervals import HOUR_MS, index_ms
 from futbot.labels import make_labels
 from futbot.train import time_split, walk_forward, uniqueness, make_model, Model, MODELS
 
+SMALL_GRID = {"data.timeframes": ["5m", "15m"], "data.base_timeframe": "5m"}  # 12 days fill these windows
+
 @pytest.fixture(scope="module")
 def table():
     bars = {"1m": synth_bars(60 * 24 * 12, seed=4, vol=0.0012)}
     lab = make_labels(bars, horizon="4h", base="5m")
-    X = build_features(bars).reindex(lab.index)
+    X = build_features(bars, config=SMALL_GRID)             # rows from the first complete one
+    lab = lab.reindex(X.index)
+    assert X.notna().mean().mean() > 0.9, "the fixture's feature table must be real, not empty"
     return X, lab
 
 @pytest.mark.parametrize("mode,folds", [("expanding", 3), ("expanding", 5), ("rolling", 4)])
@@ -68,8 +72,9 @@ def test_the_leak_check_catches_a_naive_split(table):
     t, t_end = index_ms(lab.index), index_ms(lab["t_end"])
     ok = lab["label"].notna().to_numpy()
     cut = int(len(t) * 0.7)
-    fit, judged = np.flatnonzero(ok[:cut]), cut + np.flatnonzero(ok[cut:])
-    assert t_end[fit].max() >= t[judged].min()
+    cut += int(np.argmax(ok[cut - 1:]))                                   # cut right after a labelled row
+    fit = np.flatnonzero(ok[:cut])
+    assert t_end[fit].max() >= t[cut]                                     # a fitted label ends inside the judged rows
 
 def test_out_of_fold_predictions_never_see_their_future(table):
     "Flip every label from fold k's first validated row on: the out-of-fold predictions of folds 1..k do not move"
