@@ -70,6 +70,10 @@ def backtest_figures():
     "Backtest: 300k 1m bars with stops and funding after the JIT, the JIT cold and warm, the ratio to bare vectorbt"
     return importlib.import_module("backtest_bench").bench_figures()
 
+def train_figures():
+    "Training: one LightGBM fit on 7 months of 5m rows, Optuna trials per minute, one live row through model and calibrator"
+    return importlib.import_module("train_bench").bench_figures()
+
 def demo_figures():
     "The demo: wall time and peak resident memory of `futbot demo` (process and children)"
     import psutil
@@ -85,7 +89,8 @@ def demo_figures():
         if p.returncode != 0: raise RuntimeError(f"futbot demo exited {p.returncode}")
         return {"demo_s": round(time.perf_counter() - t, 1), "demo_peak_rss_mb": round(peak / 2**20)}
 
-FIGURES = [cli_help_s, sim_figures, download_figures, features_figures, streams_figures, backtest_figures, demo_figures]
+FIGURES = [cli_help_s, sim_figures, download_figures, features_figures, streams_figures, backtest_figures, train_figures,
+           demo_figures]
 
 def main():
     out = {}

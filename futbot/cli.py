@@ -59,7 +59,7 @@ def _features_args(p):
     p.add_argument("--force", action="store_true", help="rebuild the cached table even when inputs, settings and code are unchanged")
 def _train_args(p):
     add_market_args(p); add_data_args(p); add_common(p)
-    p.add_argument("--models", help="comma-separated candidates (lgbm,xgb,rf,lstm,cnn,transformer)")
+    importlib.import_module("futbot.retrain").add_train_args(p)
 def _backtest_args(p):
     add_market_args(p)
     add_data_args(p)
@@ -100,7 +100,7 @@ SUBCOMMANDS = {
 }
 HANDLERS = {"sim": "futbot.exchange:run_sim", "download": "futbot.history:run_download",
             "features": "futbot.dataset:run_features", "backtest": "futbot.backtest:run_backtest_cli",
-            "registry": "futbot.registry:run_registry",
+            "registry": "futbot.registry:run_registry", "train": "futbot.retrain:run_train",
             "demo": "futbot.cli:run_demo"}
 
 def build_parser(only:str|None=None)->OneLineParser:

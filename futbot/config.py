@@ -121,7 +121,7 @@ SCHEMA = {
   "training.seed":              ("model", _int, lambda v: v >= 0, "a whole number >= 0"),
   "training.split":             ("model", _list, lambda v: len(v) == 3 and all(isinstance(x, (int, float)) and x > 0 for x in v) and abs(sum(v) - 1) < 1e-9, "three positive fractions summing to 1"),
   "training.walk_forward_folds":("model", _int, lambda v: 2 <= v <= 50, "a whole number in [2, 50]"),
-  "training.n_trials":          ("model", _int, lambda v: v >= 1, "a whole number >= 1"),
+  "training.n_trials":          ("model", _int, lambda v: v >= 0, "a whole number >= 0 (0: no tuning)"),
   "selection.min_precision":    ("model", _num, _frac(0, 1), "a fraction in (0, 1]"),
   "selection.min_sharpe":       ("model", _num, lambda v: v > -10, "a Sharpe ratio"),
   "selection.max_drawdown":     ("model", _num, _frac(0, 1), "a fraction in (0, 1]"),

@@ -14,7 +14,7 @@ BAD = {
     "monitoring.degradation_alert": 2, "monitoring.health_check_interval": "-30s",
     "labels.kind": "quaternary", "labels.horizon": "4 hours", "labels.profit_threshold": 0,
     "labels.stop_threshold": 1.5, "labels.atr_mult": 25, "training.seed": -1, "training.split": [0.7, 0.2, 0.2],
-    "training.walk_forward_folds": 1, "training.n_trials": 0, "selection.min_precision": 0,
+    "training.walk_forward_folds": 1, "training.n_trials": -1, "selection.min_precision": 0,
     "selection.min_sharpe": -11, "selection.max_drawdown": 1.2, "selection.max_calibration_error": 0,
     "features.pandas_ta": [{"kind": "kamma"}], "labels.barriers": "atr14",
     "risk.max_coin_exposure": 0, "risk.correlation_threshold": 1.5, "risk.correlation_window": "weekly",
