@@ -30,7 +30,7 @@ def bench_figures(n_trials:int=8)->dict:
         m = make_model("lgbm", {}, 42).fit(X, y)
         out["train_lgbm_7mo_s"] = round(time.perf_counter() - t, 2)
         t = time.perf_counter()
-        cols, _ = select_features(X, [y], max_features=80)
+        cols, _ = select_features(X, [y], max_features=80, max_drift=cfg["training.max_drift"])
         out["train_select_features_s"] = round(time.perf_counter() - t, 2)
         lab = dd.labels["long"]
         tt, te = index_ms(dd.X.index)[tr], index_ms(lab["t_end"])[tr]

@@ -148,6 +148,7 @@ SCHEMA.update({   # model.yaml: training and selection (issue 12)
                                  "null or a database URL such as sqlite:///optuna.db or postgresql://user@host/db"),
   "training.corr_threshold":    ("model", _num, _frac(0, 1), "a correlation in (0, 1]"),
   "training.max_features":      ("model", _int, lambda v: v >= 0, "a whole number >= 0 (0 keeps every feature)"),
+  "training.max_drift":         ("model", _num, _frac(0, 1), "a Kolmogorov-Smirnov distance in (0, 1] (1 keeps every feature)"),
   "training.rfe":               ("model", _bool, lambda v: True, "true or false"),
   "training.calibration":       ("model", _str, lambda v: v in CALIBRATIONS, "auto, isotonic or platt"),
   "training.seq_len":           ("model", _int, lambda v: 2 <= v <= 1024, "a whole number in [2, 1024]"),
