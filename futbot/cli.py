@@ -215,6 +215,7 @@ def _stage_features(ctx):
         parts.append(f"{sym} {m['rows']:,} x {m['columns']} features, {m['label_kind']} labels ({shares})")
     return "; ".join(parts) + f" -> {Path(ctx['data_dir']) / 'features'}"
 
+def _stage_train(ctx): return importlib.import_module("futbot.retrain").demo_stage(ctx)
 def _stage_backtest(ctx): return importlib.import_module("futbot.backtest").demo_stage(ctx)
 
 DEMO_STAGES = [
@@ -223,7 +224,7 @@ DEMO_STAGES = [
     ("download", "download 7 months of history into data/raw",          _stage_download),
     ("streams",  "live bars from websockets",                           _stage_streams),
     ("features", "features and labels, cached in data/features",     _stage_features),
-    ("train",    "train, tune, calibrate, select",                      None),
+    ("train",    "train, calibrate, register, select (no tuning)",      _stage_train),
     ("backtest", "vectorbt backtest with fees, slippage, funding",      _stage_backtest),
     ("serve",    "signed live signals",                                 None),
     ("report",   "report site",                                         None),
