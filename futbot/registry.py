@@ -12,12 +12,12 @@ from .intervals import ms_to_iso, DAY_MS, MINUTE_MS
 
 # %% auto #0
 __all__ = ['URI_ENV', 'DB_FILE', 'RUNS_DIR', 'MODELS_DIR', 'META_FILE', 'ALIASES', 'REMOTE_SCHEMES', 'QUIET_LOGGERS',
-           'MAX_PARAM_CHARS', 'LOG_BATCH', 'SYNTH_FEATURES', 'SIDES', 'SEMVER_RE', 'MODEL_NAME', 'NEEDED',
-           'KEY_METRICS', 'STACK_TAG', 'HISTORY_TAG', 'ROW_METRICS', 'SHOWN_IN_ROW', 'LIST_COLUMNS', 'SNAPSHOT_CHARS',
-           'tracking_uri', 'is_remote', 'connect', 'Registry', 'flatten', 'mlflow_key', 'metric_steps', 'sha256_json',
-           'synth_metadata', 'synth_model_folder', 'semver', 'next_version', 'read_metadata', 'key_metrics',
-           'gate_line', 'event', 'default_user', 'version_tags', 'copy_folder', 'version_row', 'cell_text', 'table',
-           'show_text', 'add_registry_args', 'run_registry']
+           'MAX_PARAM_CHARS', 'LOG_BATCH', 'SYNTH_FEATURES', 'SEMVER_RE', 'MODEL_NAME', 'NEEDED', 'KEY_METRICS',
+           'STACK_TAG', 'HISTORY_TAG', 'ROW_METRICS', 'SHOWN_IN_ROW', 'LIST_COLUMNS', 'SNAPSHOT_CHARS', 'tracking_uri',
+           'is_remote', 'connect', 'Registry', 'flatten', 'mlflow_key', 'metric_steps', 'sha256_json', 'synth_metadata',
+           'synth_model_folder', 'semver', 'next_version', 'read_metadata', 'key_metrics', 'gate_line', 'event',
+           'default_user', 'version_tags', 'copy_folder', 'version_row', 'cell_text', 'table', 'show_text',
+           'add_registry_args', 'run_registry']
 
 # %% ../nbs/10_registry.ipynb #d0caef20
 URI_ENV = "FUTBOT_MLFLOW_URI"   # environment variable naming a team's MLflow server (or database URI)
@@ -130,7 +130,7 @@ def log_run(self:Registry, experiment:str, # experiment name, e.g. the registere
 
 # %% ../nbs/10_registry.ipynb #b55f4446
 SYNTH_FEATURES = {"data.timeframes": ["5m"], "data.base_timeframe": "5m"}  # a small feature set for the fixture
-SIDES = ("long", "short")
+from .barriers import SIDES   # the two bets, one model folder side each
 
 def sha256_json(obj)->str: return "sha256:" + hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
