@@ -296,23 +296,28 @@ def _funding(sd:SymbolData, side:int, t_in:int, t_out:int, t_fill, q)->tuple:
     if bad.any(): mark[bad] = sd.o[np.minimum(np.searchsorted(sd.po, ft[bad]), len(sd.po) - 1)]
     return ft, -side * held * mark * sd.rate[a:b]
 
-def open_position(sd:SymbolData, i:int, d, confidence:float, cfg:BacktestConfig, H:int)->Position|None:
+def open_position(sd:SymbolData, i:int, d, confidence:float, cfg:BacktestConfig, H:int,
+                  now_ms:int|None=None, # live: `sd` holds the bars closed by now; an open position has no exit fill yet
+                 )->Position|None:
     "The fills of an accepted decision (row i of `sd`), or None when no bar opens in time to fill it"
     P = interval_ms(sd.path_iv)
     e = int(np.searchsorted(sd.po, sd.t[i] + cfg.latency_ms, "left"))
     end = int(np.searchsorted(sd.po, sd.t[i] + H - P, "right")) - 1
+    if now_ms is not None and now_ms < sd.t[i] + H: end = len(sd.po)     # the horizon is still ahead: no horizon exit
     if e >= len(sd.po) or e > end: return None
     ppx = np.array([p for p, _ in d.partials], np.float64)
     pfr = np.array([f for _, f in d.partials], np.float64)
     bar, frac, lvl, kind = position_path_nb(sd.o, sd.h, sd.l, sd.c, e, end, d.side, d.stop, d.target, d.liq_price,
                                             ppx, pfr)
     n = int((kind >= 0).sum())
+    still_open = now_ms is not None and kind[n - 1] == END_OF_DATA   # live: no exit yet, only the fills so far
+    n -= int(still_open)
     bar, frac, lvl, kind = bar[:n], frac[:n], lvl[:n], kind[:n]
     q = d.qty * frac * np.where(kind == ENTRY, d.side, -d.side)
     px, fee, slip = _fill_prices(sd, bar, q, lvl, kind, cfg.costs)
     t = sd.po[bar] + np.where(np.isin(kind, (HORIZON, END_OF_DATA)), P, 0)
     known = np.where(kind == ENTRY, t, sd.po[bar] + P)      # an exit inside a bar is known once the bar has closed
-    fms, fund = _funding(sd, d.side, int(t[0]), int(t[-1]), t, q)
+    fms, fund = _funding(sd, d.side, int(t[0]), now_ms + 1 if still_open else int(t[-1]), t, q)
     return Position(sd.symbol, d.side, int(sd.t[i]), float(confidence), d.qty, d.leverage, d.stop, d.target,
                     d.liq_price, d.risk_amount, bar, q, px, fee, slip, kind, t, known, fms, fund, int(sd.po[bar[-1]] + P))
 
@@ -422,9 +427,7 @@ def run_backtest(data:dict,              # symbol -> `SymbolData`
             p = open_position(sd, i, d, pl if d.side > 0 else ps, cfg, H)
             if p is None: reason = "no_fill"
             else:
-                book.state.open(OpenPosition(s, d.side, int(p.t[0]), p.known_ms, d.qty, float(p.px[0]), d.stop,
-                                             d.qty * float(p.px[0]), d.qty * float(p.px[0]) / d.leverage,
-                                             d.risk_amount), t)
+                book.state.open(d.to_position(s, t + cfg.latency_ms, t + H), t)   # what is known at t: the decision
                 heapq.heappush(book.open, (p.known_ms, seq, p))
                 seq += 1
         if reason: refusals[reason] += 1

@@ -11,8 +11,9 @@ from .config import (ConfigError, UsageError, load_config, setup_logging, log_ev
 import futbot
 
 # %% auto #0
-__all__ = ['SUBCOMMANDS', 'HANDLERS', 'DEMO_STAGES', 'add_data_args', 'add_market_args', 'add_common', 'add_service_args',
-           'build_parser', 'NotBuilt', 'missing_package_line', 'main', 'run_demo']
+__all__ = ['QUICK_MONTHS', 'QUICK_STREAM_S', 'STREAM_S', 'SUBCOMMANDS', 'HANDLERS', 'DEMO_STAGES', 'add_data_args',
+           'add_market_args', 'add_common', 'add_service_args', 'build_parser', 'NotBuilt', 'missing_package_line',
+           'main', 'run_demo']
 
 # %% ../nbs/15_cli.ipynb #9a704444
 def add_data_args(p):
@@ -38,6 +39,12 @@ def add_service_args(p, port_default:int):
     "--host and --port"
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=port, default=port_default, help=f"TCP port (default: {port_default})")
+
+# %% ../nbs/15_cli.ipynb #bf7c20d2
+QUICK_MONTHS = 3        # `futbot demo --quick`: months of history downloaded, trained and backtested
+QUICK_STREAM_S = 5.0    # ... and seconds of live streams (the full demo: STREAM_S)
+STREAM_S = 15.0
+
 
 # %% ../nbs/15_cli.ipynb #d8868ba7
 def _sim_args(p):
@@ -78,12 +85,13 @@ def _registry_args(p):
     add_data_args(p); add_common(p)
     importlib.import_module("futbot.registry").add_registry_args(p)
 def _verify_args(p):
-    p.add_argument("file", type=Path, help="a signal JSON file (one object) or JSON lines")
-    add_common(p)
+    p.add_argument("file", help="a signal JSON file (one object, or JSON lines), or - for standard input")
+    p.add_argument("--max-age", help="also refuse signals whose timestamp is further than this from now, e.g. 60s")
 def _demo_args(p):
     add_data_args(p); add_common(p)
     p.add_argument("--port", type=port, default=0, help="port of the demo's local exchange (default: a free one)")
     p.add_argument("--verbose", action="store_true", help="also print the JSON log lines on stderr (default: logs/futbot.log only)")
+    p.add_argument("--quick", action="store_true", help=f"a shorter run: {QUICK_MONTHS} months of history, {QUICK_STREAM_S:.0f} s of streams")
 
 SUBCOMMANDS = {
     "sim":           ("run the Binance-compatible local exchange (or write bulk archives: sim vision)", _sim_args),
@@ -100,7 +108,8 @@ SUBCOMMANDS = {
 }
 HANDLERS = {"sim": "futbot.exchange:run_sim", "download": "futbot.history:run_download",
             "features": "futbot.dataset:run_features", "backtest": "futbot.backtest:run_backtest_cli",
-            "registry": "futbot.registry:run_registry", "train": "futbot.retrain:run_train",
+            "registry": "futbot.registry:run_registry", "train": "futbot.retrain:run_train", "replay": "futbot.live:run_replay",
+            "verify-signal": "futbot.signals:run_verify_signal",
             "demo": "futbot.cli:run_demo"}
 
 def build_parser(only:str|None=None)->OneLineParser:
@@ -189,7 +198,8 @@ def _stage_download(ctx):
     return (f"{rows:,} rows for {', '.join(cfg['data.symbols'])} ({cfg['data.history_months']} months of klines "
             f"{'/'.join(cfg['data.timeframes'])}, {cfg['data.base_timeframe']} mark and index, funding, open interest) into {Path(ctx['data_dir']) / 'raw'}; gaps {gaps}")
 
-def _stage_streams(ctx, seconds:float=15.0):
+def _stage_streams(ctx, seconds:float|None=None):
+    seconds = seconds or (QUICK_STREAM_S if ctx.get("quick") else STREAM_S)
     S = importlib.import_module("futbot.streams"); B = importlib.import_module("futbot.binance")
     bars = []
     mgr = S.StreamManager(ctx["exchange"], ctx["cfg"]["data.symbols"], ("1m", "5m"), on_bar=bars.append)
@@ -230,9 +240,12 @@ DEMO_STAGES = [
     ("report",   "report site",                                         None),
 ]
 
+# %% ../nbs/15_cli.ipynb #61e80b2d
 def run_demo(args)->int:
     "Run the built stages end to end and list the ones not built yet"
-    ctx = {"cfg": args.cfg, "args": args, "data_dir": args.data_dir, "artifacts_dir": args.artifacts_dir}
+    quick = getattr(args, "quick", False)
+    cfg = load_config(args.config, overrides={"data.history_months": QUICK_MONTHS}) if quick else args.cfg
+    ctx = {"cfg": cfg, "args": args, "data_dir": args.data_dir, "artifacts_dir": args.artifacts_dir, "quick": quick}
     t0 = time.time(); done = []
     for name, what, fn in DEMO_STAGES:
         if fn is None:

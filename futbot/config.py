@@ -233,6 +233,14 @@ ENV_VARS = {
                    ".numba_cache unless NUMBA_CACHE_DIR is set (default: the checkout)",
     "BINANCE_API_KEY": "optional; public market data needs no key",
     "BINANCE_API_SECRET": "optional; public market data needs no key",
+    "FUTBOT_MLFLOW_URI": "MLflow tracking and registry URI of a team server or database "
+                         "(default: sqlite under the artifacts folder)",
+    "FUTBOT_API_TOKENS": "bearer tokens of the signal service's API, comma separated (16+ characters each); "
+                         "required by serve",
+    "FUTBOT_REDIS_URL": "optional; a Redis URL such as redis://127.0.0.1:6379/0: signals are also added to a "
+                        "Redis stream",
+    "FUTBOT_REDIS_STREAM": "the Redis stream the signals go to (default futbot:signals)",
+    "FUTBOT_REDIS_MAXLEN": "optional; trim that stream to about this many entries (default: never trimmed)",
 }
 
 def env_key(key:str)->str:

@@ -15,7 +15,7 @@ from .features import get_bars, feature_timeframes, atr
 
 # %% auto #0
 __all__ = ['KINDS', 'SIDES', 'ATR_PERIOD', 'first_touch_nb', 'first_touch_ref', 'resolve_ties', 'uniqueness_weights',
-           'CoarsePathWarning', 'path_bars', 'make_labels', 'LabelReport']
+           'CoarsePathWarning', 'path_bars', 'barrier_widths', 'make_labels', 'LabelReport']
 
 # %% ../nbs/06_labels.ipynb #af0a3ca6
 @njit(cache=True)
@@ -107,7 +107,7 @@ def _label_cfg(config, horizon, up, down, kind):
     else: base = None
     return horizon, up, down, kind, base
 
-def _widths(bb:pd.DataFrame, entry:np.ndarray, up:float, down:float, atr_mult:float|None)->tuple:
+def barrier_widths(bb:pd.DataFrame, entry:np.ndarray, up:float, down:float, atr_mult:float|None)->tuple:
     "Take-profit and stop distances of each row, fractions of entry"
     if atr_mult is None: return np.full(len(entry), float(up)), np.full(len(entry), float(down))
     a = atr(bb["high"].to_numpy(np.float64), bb["low"].to_numpy(np.float64), entry, ATR_PERIOD)
@@ -141,7 +141,7 @@ def make_labels(bars:dict,                 # interval -> frame shaped like `load
     po = index_ms(pb.index)
     hi, lo, cl = (pb[k].to_numpy(np.float64) for k in ("high", "low", "close"))
     j0, j1 = np.searchsorted(po, t, "left"), np.searchsorted(po, t + H - P, "right")   # bars in [t, t + H]
-    u, d = _widths(bb, entry, up, down, atr_mult)
+    u, d = barrier_widths(bb, entry, up, down, atr_mult)
     up_px, dn_px = (entry * (1 + u), entry * (1 - d)) if side == "long" else (entry * (1 + d), entry * (1 - u))
     ok = (t + H <= po[-1] + P) & (j1 > j0) & np.isfinite(up_px)
     jj0, jj1 = np.where(ok, j0, 0), np.where(ok, j1, 0)

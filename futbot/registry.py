@@ -144,7 +144,7 @@ def synth_metadata(name:str, schema_hash:str, passed:bool, seed:int)->dict:
                                   ("max_drawdown", bt["max_drawdown"], 0.2, "<="), ("dsr", bt["dsr"], 0.95, ">="))]
     kind, symbol = name.split("-", 1)
     return dict(name=name, kind=kind, symbol=symbol, sides=list(SIDES), seed=seed,
-                params={s: {"n_estimators": 20} for s in SIDES}, schema_hash=schema_hash, horizon="1h",
+                params={s: {"n_estimators": 20, "min_child_samples": 20} for s in SIDES}, schema_hash=schema_hash, horizon="1h",
                 label=dict(kind="binary", up=0.004, down=0.004, barriers="fixed"),
                 metrics={"long": {"auc": 0.6}, "short": {"auc": 0.6}, "direction_auc": 0.55, "backtest": bt,
                          "oracle": None, "coin_flip": {}, "edge_share_auc": None, "edge_share_sharpe": None,
@@ -173,7 +173,7 @@ def synth_model_folder(folder,               # where to write it
     for side in SIDES:
         lab = make_labels(bars, horizon="1h", up=0.004, down=0.004, base="5m", side=side)
         ok = lab["label"].notna().to_numpy()
-        m = make_model("lgbm", {"n_estimators": 20}, seed).fit(X.reindex(lab.index)[ok], lab["label"][ok])
+        m = make_model("lgbm", {"n_estimators": 20, "min_child_samples": 20}, seed).fit(X.reindex(lab.index)[ok], lab["label"][ok])
         m.save(folder / side)
         (folder / side / "calibrator.json").write_text(json.dumps(Calibrator("platt", [1.0, 0.0]).to_json()))
     schema = dict(features=m.features, dtypes=m.dtypes, feature_config_hash=sha256_json(SYNTH_FEATURES))

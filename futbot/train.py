@@ -326,8 +326,9 @@ def drift(X:pd.DataFrame)->pd.Series:
     Z = X.iloc[_spaced(len(X), 2 * SELECT_ROWS)]
     h = len(Z) // 2
     a, b = Z.iloc[:h], Z.iloc[h:]
-    return pd.Series({c: ks_2samp(a[c].dropna(), b[c].dropna()).statistic if min(a[c].notna().sum(), b[c].notna().sum()) > 50
-                      else 1.0 for c in Z.columns})
+    enough = lambda c: min(a[c].notna().sum(), b[c].notna().sum()) > 50
+    return pd.Series({c: ks_2samp(a[c].dropna(), b[c].dropna(), method="asymp").statistic if enough(c) else 1.0
+                      for c in Z.columns})     # the statistic, whatever the method of its p-value
 
 def decorrelate(X:pd.DataFrame, threshold:float=0.95)->list:
     "Columns left after dropping empty/constant ones and one of each pair correlated above `threshold`"

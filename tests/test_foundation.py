@@ -117,7 +117,7 @@ def test_hand_edit_in_package_fails_the_export_check(tmp_path):
     assert "HAND_EDIT = 1" in f.read_text(), "the check must not silently overwrite the hand edit"
 
 def test_demo_runs(futbot_cmd, tmp_path):
-    r = run([futbot_cmd, "demo", "--data-dir", str(tmp_path / "data"), "--artifacts-dir", str(tmp_path / "art")],
+    r = run([futbot_cmd, "demo", "--quick", "--data-dir", str(tmp_path / "data"), "--artifacts-dir", str(tmp_path / "art")],
             env=dict(os.environ, FUTBOT_LOG_DIR=str(tmp_path / "logs")), timeout=600)
     assert r.returncode == 0, r.stderr
     from futbot.cli import DEMO_STAGES
