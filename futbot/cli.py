@@ -108,7 +108,7 @@ SUBCOMMANDS = {
 }
 HANDLERS = {"sim": "futbot.exchange:run_sim", "download": "futbot.history:run_download",
             "features": "futbot.dataset:run_features", "backtest": "futbot.backtest:run_backtest_cli",
-            "registry": "futbot.registry:run_registry", "train": "futbot.retrain:run_train", "replay": "futbot.live:run_replay",
+            "registry": "futbot.registry:run_registry", "train": "futbot.retrain:run_train", "replay": "futbot.live:run_replay", "serve": "futbot.serve:run_serve",
             "verify-signal": "futbot.signals:run_verify_signal",
             "demo": "futbot.cli:run_demo"}
 

@@ -42,3 +42,40 @@ def sim_post(url, path, obj):
 def http_json(url):
     "GET JSON with a plain HTTP client (independent of python-binance)"
     with urllib.request.urlopen(url, timeout=30) as r: return json.loads(r.read()), dict(r.headers)
+
+MARKET_SYMBOLS = ("BTCUSDT", "ETHUSDT")
+EVEN_BETS = "labels:\n  profit_threshold: 0.01\n  stop_threshold: 0.01\n"   # even barriers: confident models, more signals
+
+@pytest.fixture(scope="session")
+def trained_market(tmp_path_factory):
+    """A running `futbot sim` (fast clock, 2 months, default alpha), both symbols' history stored (1m to 1d, funding), and
+    a LightGBM pair per symbol from `futbot train` (no tuning, even bets) approved into production: (folder, url, models)"""
+    from futbot import history as h
+    d = tmp_path_factory.mktemp("market")
+    run = lambda *a: subprocess.run([str(BIN / "futbot"), *a], capture_output=True, text=True)
+    with run_sim("--alpha", "default", months=2, seed=4, speed=1200) as url:
+        for s in MARKET_SYMBOLS:
+            h.download(s, ["klines", "funding"], ["1m", "5m", "1h", "4h", "1d"], months=2, exchange=url,
+                       data_dir=d / "data", progress=False)
+        (d / "cfg.yaml").write_text("training:\n  walk_forward_folds: 3\n  max_features: 30\n" + EVEN_BETS)
+        models = {}
+        for s in MARKET_SYMBOLS:
+            r = run("train", "--symbol", s, "--models", "lgbm", "--n-trials", "0", "--data-dir", str(d / "data"),
+                    "--artifacts-dir", str(d / "art"), "--config", str(d / "cfg.yaml"), "--seed", "1")
+            assert r.returncode in (0, 1), r.stderr[-2000:]
+            r = run("registry", "approve", f"lgbm-{s}", "1.0.0", "--reason", "test: serve the candidate",
+                    "--artifacts-dir", str(d / "art"))
+            assert r.returncode == 0 or "already" in r.stdout + r.stderr, r.stdout + r.stderr
+            models[s] = d / "art" / "models" / f"lgbm-{s}" / "1.0.0"
+        yield d, url, models
+
+def confident_threshold(d, models, lo, hi, q):
+    "A min_confidence the models reach on a share 1 - q of the decision rows in [lo, hi) (at least 0.5)"
+    from futbot.config import load_config
+    from futbot.intervals import index_ms
+    from futbot.live import LiveModel, batch_proba, load_feed
+    cf, tops = load_config(d / "cfg.yaml"), []
+    for s, f in models.items():
+        P = batch_proba(load_feed(s, d / "data", cf, lo, hi), LiveModel.load(f))
+        tops.append(P[(index_ms(P.index) >= lo) & (index_ms(P.index) < hi)].max(axis=1).quantile(q))
+    return max(0.5, min(tops) - 1e-9)

@@ -91,14 +91,15 @@ def test_dockerfile_cmd_is_accepted_by_futbot(futbot_cmd):
     cmd, _ = _dockerfile_cmd()
     args = build_parser().parse_args(cmd[1:])          # raises SystemExit on any unknown argument
     assert args.command == "serve" and args.host == "0.0.0.0"
-    # run the exact command: until the service is built it must refuse plainly (not an argument error)
-    p = subprocess.Popen([futbot_cmd, *cmd[1:]], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # run the exact command: without a signing key it must refuse plainly, one line (not an argument error)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FUTBOT_HMAC", "FUTBOT_API"))}
+    p = subprocess.Popen([futbot_cmd, *cmd[1:]], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try: out, err = p.communicate(timeout=20)
     except subprocess.TimeoutExpired:   # a command that hangs is a failure, never a pass
         p.kill(); p.wait(10)
         pytest.fail("`futbot serve` neither refused nor exited within 20 s")
     assert "error: unrecognized arguments" not in err and "invalid" not in err, err
-    assert p.returncode == 2 and "not built yet" in err, (p.returncode, err)
+    assert p.returncode == 2 and "FUTBOT_HMAC_KEYS" in err and len(err.strip().splitlines()) == 1, (p.returncode, err)
 
 def test_hand_edit_in_package_fails_the_export_check(tmp_path):
     "A hand edit of futbot/*.py makes tools/check_export.sh (the first step of make test) fail, and is kept"
@@ -143,3 +144,16 @@ def test_json_logs(tmp_path):
     assert set(rec) >= {"ts", "level", "logger", "event"} and rec["n"] == 3
     assert json.loads((tmp_path / "audit.log").read_text().splitlines()[0])["signal_id"] == "x"
     assert len((tmp_path / "futbot.log").read_text().splitlines()) == 2
+
+def test_compose_runs_the_dockerfile_command_beside_the_exchange():
+    "docker-compose.yml: serve runs the Dockerfile's CMD (plus where the market is), beside the sim, state on volumes"
+    cmd, _ = _dockerfile_cmd()
+    comp = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    sv = comp["services"]["serve"]
+    assert sv["command"][:len(cmd)] == cmd and sv["command"][len(cmd)] == "--exchange"
+    assert build_parser().parse_args([x.replace("${FUTBOT_EXCHANGE:-http://sim:8900}", "http://sim:8900")
+                                      for x in sv["command"][1:]]).command == "serve"
+    assert comp["services"]["sim"]["command"][:2] == ["futbot", "sim"]
+    assert {v.split(":")[1] for v in sv["volumes"]} == {"/app/data", "/app/artifacts", "/app/logs"}
+    for k in ("FUTBOT_HMAC_KEYS", "FUTBOT_HMAC_KEY_ID", "FUTBOT_API_TOKENS"):
+        assert ":?" in sv["environment"][k], f"{k} must be required, never defaulted"

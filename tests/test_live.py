@@ -4,7 +4,7 @@ import hashlib, hmac, json, os, subprocess
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_sim, BIN
+from conftest import BIN, EVEN_BETS, confident_threshold
 from futbot import history as h
 from futbot.config import load_config
 from futbot.intervals import index_ms, to_ms
@@ -28,28 +28,11 @@ def independent_verify(sig:dict, keys:dict)->bool:
     return hmac.compare_digest(good, sig["signature"])
 
 @pytest.fixture(scope="module")
-def market(tmp_path_factory):
-    "Two months of both symbols from a real `futbot sim`, and a LightGBM pair per symbol from `futbot train` (no tuning)"
-    d = tmp_path_factory.mktemp("live")
-    with run_sim("--alpha", "default", months=2, seed=3) as url:
-        for s in SYMBOLS:
-            h.download(s, ["klines", "funding"], ["1m", "5m"], months=2, exchange=url, data_dir=d / "data", progress=False)
-    labels = "labels:\n  profit_threshold: 0.01\n  stop_threshold: 0.01\n"   # even bets: confident models, more signals
-    (d / "cfg.yaml").write_text("training:\n  walk_forward_folds: 3\n  max_features: 30\n" + labels)
-    for s in SYMBOLS:
-        r = futbot("train", "--symbol", s, "--models", "lgbm", "--n-trials", "0", "--data-dir", str(d / "data"),
-                   "--artifacts-dir", str(d / "art"), "--config", str(d / "cfg.yaml"), "--seed", "1")
-        assert r.returncode in (0, 1), r.stderr[-2000:]
-    runs = sorted((d / "art" / "train").iterdir())
-    folders = {s: next(r / "candidates" / f"lgbm-{s}" for r in runs if (r / "candidates" / f"lgbm-{s}").exists())
-               for s in SYMBOLS}
-    top = []                                   # a threshold these models reach on a few percent of the replayed bars
-    lo, hi = to_ms(START), to_ms(END)
-    for s in SYMBOLS:
-        P = batch_proba(load_feed(s, d / "data", load_config(d / "cfg.yaml"), lo, hi), LiveModel.load(folders[s]))
-        top.append(P[(index_ms(P.index) >= lo) & (index_ms(P.index) < hi)].max(axis=1).quantile(0.96))
-    thr = max(0.5, min(top) - 1e-9)
-    (d / "low.yaml").write_text(f"signals:\n  min_confidence: {thr:.9f}\n" + labels)
+def market(trained_market):
+    "The shared market and models (conftest), and a config whose threshold they reach on a few percent of the bars"
+    d, _, folders = trained_market
+    thr = confident_threshold(d, folders, to_ms(START), to_ms(END), 0.96)
+    (d / "replay.yaml").write_text(f"signals:\n  min_confidence: {thr:.9f}\n" + EVEN_BETS)
     return d, folders, thr
 
 def test_replay_equals_the_backtest_and_its_signals_verify(market):
@@ -58,7 +41,7 @@ def test_replay_equals_the_backtest_and_its_signals_verify(market):
     out = []
     for s in SYMBOLS:
         r = futbot("replay", "--symbol", s, "--model", str(folders[s]), "--start", START, "--end", END,
-                   "--data-dir", str(d / "data"), "--artifacts-dir", str(d / "art"), "--config", str(d / "low.yaml"), env=KEYS)
+                   "--data-dir", str(d / "data"), "--artifacts-dir", str(d / "art"), "--config", str(d / "replay.yaml"), env=KEYS)
         assert r.returncode == 0, r.stdout + r.stderr[-2000:]
         assert "equal: yes" in r.stdout, r.stdout
         out.append(json.loads((d / "art" / "replays" / r.stdout.split()[-1].split("/")[-1] / "comparison.json").read_text()))
@@ -82,7 +65,7 @@ def test_replay_is_reproducible_and_refuses_what_it_cannot_use(market, tmp_path)
     "The same range gives the same signal ids; a missing model, missing data and a schema mismatch get one line, exit 2"
     d, folders, _ = market
     args = ["--symbol", "BTCUSDT", "--start", START, "--end", END, "--data-dir", str(d / "data"),
-            "--artifacts-dir", str(d / "art"), "--config", str(d / "low.yaml")]
+            "--artifacts-dir", str(d / "art"), "--config", str(d / "replay.yaml")]
     ids = []
     for _ in range(2):
         r = futbot("replay", "--model", str(folders["BTCUSDT"]), *args)
