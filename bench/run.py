@@ -74,6 +74,10 @@ def train_figures():
     "Training: one LightGBM fit on 7 months of 5m rows, Optuna trials per minute, one live row through model and calibrator"
     return importlib.import_module("train_bench").bench_figures()
 
+def live_figures():
+    "Replay speed, signal latency and the service's memory (futbot.live, futbot serve)"
+    return importlib.import_module("live_bench").bench_figures()
+
 def demo_figures():
     "The demo: wall time and peak resident memory of `futbot demo` (process and children)"
     import psutil
@@ -90,7 +94,7 @@ def demo_figures():
         return {"demo_s": round(time.perf_counter() - t, 1), "demo_peak_rss_mb": round(peak / 2**20)}
 
 FIGURES = [cli_help_s, sim_figures, download_figures, features_figures, streams_figures, backtest_figures, train_figures,
-           demo_figures]
+           live_figures, demo_figures]
 
 def main():
     out = {}

@@ -79,3 +79,53 @@ def confident_threshold(d, models, lo, hi, q):
         P = batch_proba(load_feed(s, d / "data", cf, lo, hi), LiveModel.load(f))
         tops.append(P[(index_ms(P.index) >= lo) & (index_ms(P.index) < hi)].max(axis=1).quantile(q))
     return max(0.5, min(tops) - 1e-9)
+
+def debian_server(binary:str, package:str)->str:
+    "A Debian server binary, installed with apt-get where it is missing (CI runs as root)"
+    import shutil
+    if not shutil.which(binary):
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", package]):
+            r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
+            assert r.returncode == 0, f"{' '.join(cmd)} failed ({r.returncode}): {(r.stderr or r.stdout)[-2000:]}"
+    assert shutil.which(binary), f"no {binary} after apt-get install {package}"
+    return shutil.which(binary)
+
+@contextlib.contextmanager
+def prometheus_scraping(target:str, every_s:float=1.0):
+    "Our own Prometheus (temporary config, data and port; never a system one) scraping host:port `target`; yields its URL"
+    import shutil, socket, tempfile
+    binary = debian_server("prometheus", "prometheus")
+    home = Path(tempfile.mkdtemp(prefix="futbot-prom-"))
+    (home / "prometheus.yml").write_text(f"global:\n  scrape_interval: {every_s:g}s\nscrape_configs:\n  - job_name: futbot\n"
+                                         f"    scrape_interval: {every_s:g}s\n    scrape_timeout: {every_s:g}s\n"
+                                         f"    static_configs:\n      - targets: [\"{target}\"]\n")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url, log = f"http://127.0.0.1:{port}", open(home / "prometheus.log", "wb")
+    p = subprocess.Popen([binary, f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}",
+                          f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(240):
+            assert p.poll() is None, (home / "prometheus.log").read_text()[-2000:]
+            try:
+                with urllib.request.urlopen(url + "/-/ready", timeout=2) as r:
+                    if r.status == 200: break
+            except OSError: pass
+            time.sleep(0.25)
+        yield url
+    finally:
+        p.terminate()
+        try: p.wait(10)
+        except subprocess.TimeoutExpired: p.kill()
+        log.close()
+        shutil.rmtree(home, ignore_errors=True)
+
+def prometheus_query(url:str, q:str)->list:
+    "The result vector of an instant query through Prometheus's HTTP API"
+    import urllib.parse
+    with urllib.request.urlopen(url + "/api/v1/query?" + urllib.parse.urlencode({"query": q}), timeout=10) as r:
+        d = json.loads(r.read())
+    assert d["status"] == "success", d
+    return d["data"]["result"]

@@ -1,8 +1,8 @@
 """`futbot serve` against a real `futbot sim`: streamed bars through the live path give the signals `futbot replay` gives
 on the same bars; a SIGKILL loses and repeats nothing; the API refuses what it must; start-up refuses what cannot work."""
-import json, os, signal, subprocess, sys, time, urllib.error, urllib.request
+import contextlib, json, os, signal, subprocess, sys, time, urllib.error, urllib.request
 import pytest
-from conftest import BIN, EVEN_BETS, confident_threshold
+from conftest import BIN, EVEN_BETS, confident_threshold, prometheus_scraping, prometheus_query
 from futbot import history as h
 from futbot.config import load_config
 from futbot.intervals import to_ms, index_ms, ms_to_iso
@@ -75,7 +75,9 @@ def test_serve_equals_replay_through_a_sigkill(market):
     n_before = len(signals_of(d)) if (d / "data" / "signals" / "signals.jsonl").exists() else 0
     p, base = serve(d, url)
     pushed, ws_thread = ws_listen(base.replace("http://", "ws://") + "/ws/signals")
+    prom = prometheus_scraping(base[7:])
     try:
+        prom_url = prom.__enter__()
         good = (d / "low.yaml").read_text()
         (d / "low.yaml").write_text(good.replace("min_confidence:", "min_confidence: 3 #"))   # fails validation
         p.send_signal(signal.SIGHUP)
@@ -91,7 +93,17 @@ def test_serve_equals_replay_through_a_sigkill(market):
         assert code == 200
         with urllib.request.urlopen(base + "/metrics", timeout=10) as r: metrics = r.read().decode()
         assert "futbot_signal_latency_seconds_bucket" in metrics and "futbot_decisions_total" in metrics
+        for _ in range(40):                                    # Prometheus scrapes the service and answers queries
+            dec = prometheus_query(prom_url, "sum(futbot_decisions_total)")
+            if dec and float(dec[0]["value"][1]) > 0: break
+            time.sleep(0.25)
+        assert dec and float(dec[0]["value"][1]) > 0, dec
+        hist = prometheus_query(prom_url, 'futbot_signal_latency_seconds_bucket{le="+Inf"}')
+        assert len(hist) == 1 and prometheus_query(prom_url, 'up{job="futbot"}')[0]["value"][1] == "1"
+        info = prometheus_query(prom_url, "futbot_model_info")
+        assert sorted(x["metric"]["symbol"] for x in info) == sorted(SYMBOLS)
     finally:
+        with contextlib.suppress(Exception): prom.__exit__(None, None, None)
         p.send_signal(signal.SIGTERM)
         t0 = time.time()
         assert p.wait(15) == 0, p.stderr.read()[-3000:]
