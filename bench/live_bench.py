@@ -1,5 +1,5 @@
-"""Live-path figures for `make bench` (bench/run.py calls `bench_figures()`), on two months of BTCUSDT and ETHUSDT from a
-running `futbot sim` (default alpha, seed 4, 1200 simulated seconds per wall second) and a LightGBM pair per symbol from
+"""Live-path figures for `make bench` (bench/run.py calls `bench_figures()`), on two months of BTCUSDT and ETHUSDT (klines
+and the default extras: funding, open interest, mark and index) from a running `futbot sim` (default alpha, seed 4, 1200 simulated seconds per wall second) and a LightGBM pair per symbol from
 `futbot train` (no tuning, even 1% barriers so that the models are confident enough to signal).
 
 - replay_bars_per_s: `futbot.live.replay` of two simulated days for both symbols, base bars x symbols per wall second.
@@ -26,8 +26,8 @@ def bench_figures()->dict:
     with tempfile.TemporaryDirectory() as d, sim_process("--months", "2", "--seed", "4", "--speed", "1200") as url:
         d = Path(d)
         for s in syms:
-            h.download(s, ["klines", "funding"], ["1m", "5m", "1h", "4h", "1d"], months=2, exchange=url, data_dir=d / "data",
-                       progress=False)
+            h.download(s, h.DEFAULT_DATASETS, ["1m", "5m", "1h", "4h", "1d"], price_interval="5m", months=2, exchange=url,
+                       data_dir=d / "data", progress=False)
         labels = "labels:\n  profit_threshold: 0.01\n  stop_threshold: 0.01\n"
         (d / "cfg.yaml").write_text("training:\n  walk_forward_folds: 3\n  max_features: 40\n" + labels)
         run = lambda *a: subprocess.run([str(BIN / "futbot"), *a], capture_output=True, text=True)

@@ -7,11 +7,11 @@ from __future__ import annotations
 import argparse, importlib, os, re, sys, time, traceback
 from pathlib import Path
 from .config import (ConfigError, UsageError, load_config, setup_logging, log_event,
-                           iso_date, symbol, exchange, positive_int, port, OneLineParser)
+                           iso_date, symbol, exchange, positive_int, positive_float, port, OneLineParser)
 import futbot
 
 # %% auto #0
-__all__ = ['QUICK_MONTHS', 'QUICK_STREAM_S', 'STREAM_S', 'SUBCOMMANDS', 'HANDLERS', 'DEMO_STAGES', 'add_data_args',
+__all__ = ['QUICK_MONTHS', 'DEMO_SPEED', 'QUICK_STREAM_S', 'STREAM_S', 'SUBCOMMANDS', 'HANDLERS', 'DEMO_STAGES', 'add_data_args',
            'add_market_args', 'add_common', 'add_service_args', 'build_parser', 'NotBuilt', 'missing_package_line',
            'main', 'run_demo']
 
@@ -42,6 +42,7 @@ def add_service_args(p, port_default:int):
 
 # %% ../nbs/15_cli.ipynb #bf7c20d2
 QUICK_MONTHS = 3        # `futbot demo --quick`: months of history downloaded, trained and backtested
+DEMO_SPEED = 600.0       # `futbot demo`: simulated seconds per wall second of its local exchange
 QUICK_STREAM_S = 5.0    # ... and seconds of live streams (the full demo: STREAM_S)
 STREAM_S = 15.0
 
@@ -92,6 +93,8 @@ def _demo_args(p):
     p.add_argument("--port", type=port, default=0, help="port of the demo's local exchange (default: a free one)")
     p.add_argument("--verbose", action="store_true", help="also print the JSON log lines on stderr (default: logs/futbot.log only)")
     p.add_argument("--quick", action="store_true", help=f"a shorter run: {QUICK_MONTHS} months of history, {QUICK_STREAM_S:.0f} s of streams")
+    p.add_argument("--speed", type=positive_float, default=DEMO_SPEED,
+                   help=f"simulated seconds per wall second of the demo's exchange (default: {DEMO_SPEED:.0f})")
 
 SUBCOMMANDS = {
     "sim":           ("run the Binance-compatible local exchange (or write bulk archives: sim vision)", _sim_args),
@@ -227,6 +230,7 @@ def _stage_features(ctx):
 
 def _stage_train(ctx): return importlib.import_module("futbot.retrain").demo_stage(ctx)
 def _stage_backtest(ctx): return importlib.import_module("futbot.backtest").demo_stage(ctx)
+def _stage_serve(ctx): return importlib.import_module("futbot.serve").demo_stage(ctx)
 
 DEMO_STAGES = [
     ("config",   "load and validate configs/*.yaml",                    _stage_config),
@@ -236,7 +240,7 @@ DEMO_STAGES = [
     ("features", "features and labels, cached in data/features",     _stage_features),
     ("train",    "train, calibrate, register, select (no tuning)",      _stage_train),
     ("backtest", "vectorbt backtest with fees, slippage, funding",      _stage_backtest),
-    ("serve",    "signed live signals",                                 None),
+    ("serve",    "signed live signals, verified",                       _stage_serve),
     ("report",   "report site",                                         None),
 ]
 

@@ -14,8 +14,8 @@ from .intervals import INTERVALS, to_seconds
 # %% auto #0
 __all__ = ['SCHEMA', 'CONFIG_FILES', 'MODEL_KINDS', 'CALIBRATIONS', 'SCHEMA_WHY', 'ENV_VARS', 'pandas_ta_problem', 'ConfigError',
            'UsageError', 'read_yaml', 'config_dir', 'env_key', 'Section', 'Config', 'load_config', 'iso_date', 'symbol',
-           'exchange', 'interval_list', 'positive_int', 'port', 'OneLineParser', 'JsonFormatter', 'TextFormatter',
-           'log_event', 'setup_logging', 'is_terminal', 'LogProgress', 'progress_bar']
+           'exchange', 'interval_list', 'positive_int', 'positive_float', 'port', 'OneLineParser', 'JsonFormatter',
+           'TextFormatter', 'log_event', 'setup_logging', 'is_terminal', 'LogProgress', 'progress_bar']
 
 # %% ../nbs/00_config.ipynb #c1dfac13
 def _dur(v): 
@@ -343,6 +343,13 @@ def positive_int(s:str)->int:
     try: v = int(s)
     except ValueError: raise argparse.ArgumentTypeError(f"not a whole number: {s!r}") from None
     if v <= 0: raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
+    return v
+
+def positive_float(s:str)->float:
+    "A finite number > 0 (argparse type)"
+    try: v = float(s)
+    except ValueError: raise argparse.ArgumentTypeError(f"not a number: {s!r}") from None
+    if not 0 < v < float("inf"): raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {s}")
     return v
 
 def port(s:str)->int:

@@ -1119,7 +1119,7 @@ def demo_stage(ctx:dict)->str:
     "The `futbot demo` sim step: start the exchange, read it over REST, keep it running in ctx"
     import urllib.request, atexit
     seed = getattr(ctx.get("args"), "seed", None) or 7
-    srv = SimServer(seed=seed, months=7, speed=60).start()
+    srv = SimServer(seed=seed, months=7, speed=getattr(ctx.get("args"), "speed", None) or 60).start()
     atexit.register(srv.stop)
     ctx["sim_server"], ctx["exchange"] = srv, srv.url
     def get(path):

@@ -48,14 +48,15 @@ EVEN_BETS = "labels:\n  profit_threshold: 0.01\n  stop_threshold: 0.01\n"   # ev
 
 @pytest.fixture(scope="session")
 def trained_market(tmp_path_factory):
-    """A running `futbot sim` (fast clock, 2 months, default alpha), both symbols' history stored (1m to 1d, funding), and
+    """A running `futbot sim` (fast clock, 2 months, default alpha), both symbols' history stored (1m to 1d, and the
+    default extras: funding, open interest, 5m mark and index), and
     a LightGBM pair per symbol from `futbot train` (no tuning, even bets) approved into production: (folder, url, models)"""
     from futbot import history as h
     d = tmp_path_factory.mktemp("market")
     run = lambda *a: subprocess.run([str(BIN / "futbot"), *a], capture_output=True, text=True)
     with run_sim("--alpha", "default", months=2, seed=4, speed=1200) as url:
         for s in MARKET_SYMBOLS:
-            h.download(s, ["klines", "funding"], ["1m", "5m", "1h", "4h", "1d"], months=2, exchange=url,
+            h.download(s, h.DEFAULT_DATASETS, ["1m", "5m", "1h", "4h", "1d"], price_interval="5m", months=2, exchange=url,
                        data_dir=d / "data", progress=False)
         (d / "cfg.yaml").write_text("training:\n  walk_forward_folds: 3\n  max_features: 30\n" + EVEN_BETS)
         models = {}
@@ -94,15 +95,13 @@ def debian_server(binary:str, package:str)->str:
 @contextlib.contextmanager
 def prometheus_scraping(target:str, every_s:float=1.0):
     "Our own Prometheus (temporary config, data and port; never a system one) scraping host:port `target`; yields its URL"
-    import shutil, socket, tempfile
+    import shutil, tempfile
     binary = debian_server("prometheus", "prometheus")
     home = Path(tempfile.mkdtemp(prefix="futbot-prom-"))
     (home / "prometheus.yml").write_text(f"global:\n  scrape_interval: {every_s:g}s\nscrape_configs:\n  - job_name: futbot\n"
                                          f"    scrape_interval: {every_s:g}s\n    scrape_timeout: {every_s:g}s\n"
                                          f"    static_configs:\n      - targets: [\"{target}\"]\n")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     url, log = f"http://127.0.0.1:{port}", open(home / "prometheus.log", "wb")
     p = subprocess.Popen([binary, f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}",
                           f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
@@ -114,6 +113,7 @@ def prometheus_scraping(target:str, every_s:float=1.0):
                     if r.status == 200: break
             except OSError: pass
             time.sleep(0.25)
+        else: raise AssertionError(f"prometheus not ready: {(home / 'prometheus.log').read_text()[-2000:]}")
         yield url
     finally:
         p.terminate()
@@ -129,3 +129,52 @@ def prometheus_query(url:str, q:str)->list:
         d = json.loads(r.read())
     assert d["status"] == "success", d
     return d["data"]["result"]
+
+REDIS_START_S = 20                             # longest wait for redis-server to answer
+
+def redis_bin()->str:
+    "Debian's redis-server, installed with apt-get where missing"
+    return debian_server("redis-server", "redis-server")
+
+def free_port()->int:
+    "A TCP port free on 127.0.0.1 now"
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+class RedisServer:
+    "A redis-server of our own on 127.0.0.1: append-only file fsynced on every write, no RDB snapshots"
+    def __init__(self, exe:str, home:Path):
+        self.exe, self.home, self.port, self.proc = exe, home, free_port(), None
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self):
+        cmd = [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.home), "--save", "",
+               "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
+               "--logfile", str(self.home / "redis.log")]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        import redis
+        client, until = redis.Redis(port=self.port, socket_timeout=1), time.monotonic() + REDIS_START_S
+        while True:
+            try:
+                if client.ping(): break
+            except redis.RedisError:   # not listening yet, or still loading the append-only file
+                assert self.proc.poll() is None, f"redis-server exited: {self.log()}"
+                assert time.monotonic() < until, f"redis-server did not answer in {REDIS_START_S} s: {self.log()}"
+                time.sleep(0.05)
+        client.close()
+
+    def stop(self, kill:bool=False):
+        "SIGTERM (Redis shuts down cleanly), or SIGKILL (a crash)"
+        if self.proc is None: return
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try: self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def log(self)->str:
+        f = self.home / "redis.log"
+        return f.read_text()[-2000:] if f.exists() else ""

@@ -1,11 +1,11 @@
 """The signal API's guards on a real port (issue 13): bearer tokens over HTTP and WebSocket (401, close 1008), one-line
 400s for malformed parameters, 429 with Retry-After per token and per address while others are served, and Debian's
 Prometheus server scraping /metrics and answering for the latency histogram through its own query API."""
-import asyncio, contextlib, json, os, shutil, socket, subprocess, tempfile
-from pathlib import Path
+import asyncio, json
 import aiohttp
 import pytest
 from aiohttp import web, WSMsgType
+from conftest import prometheus_scraping, prometheus_query
 from futbot.api import (TOKENS_ENV, TOKEN_KEY, Metrics, RateLimiter, api_app, api_tokens, known_params,
                         parse_limit, parse_since, query_param, served_symbol, serving, websocket_response)
 from futbot.config import ConfigError
@@ -193,92 +193,32 @@ def test_tokens_come_from_the_environment_with_one_line_errors():
         assert "\n" not in str(e.value) and TOKENS_ENV in str(e.value) and TOKENS[0] not in str(e.value)
 
 # --- a real Prometheus server -------------------------------------------------------------------------------------
-SCRAPE = """global:
-  scrape_interval: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: futbot
-    scrape_interval: 1s
-    scrape_timeout: 1s
-    static_configs:
-      - targets: ["{target}"]
-"""
-PROM_START_S = 60   # longest Prometheus may take to answer its API
 SCRAPED_S = 30      # longest a value may take to show up in a query
 
-def prometheus_bin()->str:
-    "Debian's `prometheus` server, installed where it is missing (root; CI too)"
-    if not shutil.which("prometheus"):
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "--no-install-recommends", "prometheus"]):
-            r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
-            assert r.returncode == 0, f"{' '.join(cmd)} failed ({r.returncode}): {(r.stderr or r.stdout)[-2000:]}"
-    assert shutil.which("prometheus"), "no prometheus after apt-get install prometheus"
-    return shutil.which("prometheus")
-
-def free_port()->int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-@contextlib.asynccontextmanager
-async def prometheus(binary:str, target:str, session:aiohttp.ClientSession):
-    "Our own Prometheus process (temp config, data and port; never the system one) scraping `target`; yields its URL"
-    home = Path(tempfile.mkdtemp(prefix="futbot-prom-"))
-    (home / "prometheus.yml").write_text(SCRAPE.replace("{target}", target))
-    url = f"http://127.0.0.1:{free_port()}"
-    log = open(home / "prometheus.log", "wb")
-    p = subprocess.Popen([binary, f"--config.file={home / 'prometheus.yml'}", f"--storage.tsdb.path={home / 'data'}",
-                          f"--web.listen-address={url[7:]}"], stdout=log, stderr=subprocess.STDOUT)
-    try:
-        for _ in range(PROM_START_S * 4):
-            assert p.poll() is None, (home / "prometheus.log").read_text()[-2000:]
-            with contextlib.suppress(aiohttp.ClientError):
-                async with session.get(url + "/-/ready") as r:
-                    if r.status == 200: break
-            await asyncio.sleep(0.25)
-        else: raise AssertionError(f"prometheus not ready: {(home / 'prometheus.log').read_text()[-2000:]}")
-        yield url
-    finally:
-        p.terminate()
-        try: p.wait(10)
-        except subprocess.TimeoutExpired: p.kill()
-        log.close()
-        shutil.rmtree(home, ignore_errors=True)
-
-async def query(session:aiohttp.ClientSession, prom:str, q:str)->list:
-    "The result vector of an instant query through Prometheus's HTTP API"
-    async with session.get(prom + "/api/v1/query", params={"query": q}) as r:
-        d = await r.json()
-    assert d["status"] == "success", d
-    return d["data"]["result"]
-
-async def until_value(session, prom:str, q:str, want:float)->list:
-    "Poll `q` until its one series has the value `want`"
+async def until_value(prom:str, q:str, want:float)->list:
+    "Poll `q` until its one series has the value `want` (the served app answers scrapes in between)"
     for _ in range(SCRAPED_S * 4):
-        res = await query(session, prom, q)
+        res = prometheus_query(prom, q)
         if res and float(res[0]["value"][1]) == want: return res
         await asyncio.sleep(0.25)
-    async with session.get(prom + "/api/v1/targets") as r: targets = await r.json()
-    raise AssertionError(f"{q} never reached {want}: {res}; targets: {targets['data']['activeTargets']}")
+    raise AssertionError(f"{q} never reached {want}: {res}")
 
 def test_prometheus_scrapes_metrics_and_returns_the_latency_histogram():
-    binary = prometheus_bin()
     async def go():
         m = Metrics()
         m.set_model("BTCUSDT", "lgbm-BTCUSDT", "7")
         for _ in range(10): m.signal_latency.observe(0.004)
-        async with serving(make_app(metrics=m)) as url, aiohttp.ClientSession() as s:
-            async with prometheus(binary, url[7:], s) as prom:
-                await until_value(s, prom, "futbot_signal_latency_seconds_count", 10)
+        async with serving(make_app(metrics=m)) as url:
+            with prometheus_scraping(url[7:]) as prom:
+                await until_value(prom, "futbot_signal_latency_seconds_count", 10)
                 for _ in range(50): m.signal_latency.observe(0.03)       # between the 25 ms and 50 ms edges
-                await until_value(s, prom, "futbot_signal_latency_seconds_count", 60)
-                b = await query(s, prom, 'futbot_signal_latency_seconds_bucket{le="0.025"}')
-                c = await query(s, prom, 'futbot_signal_latency_seconds_bucket{le="0.05"}')
+                await until_value(prom, "futbot_signal_latency_seconds_count", 60)
+                b = prometheus_query(prom, 'futbot_signal_latency_seconds_bucket{le="0.025"}')
+                c = prometheus_query(prom, 'futbot_signal_latency_seconds_bucket{le="0.05"}')
                 assert (float(b[0]["value"][1]), float(c[0]["value"][1])) == (10, 60)
-                q99 = await query(s, prom, "histogram_quantile(0.99, rate(futbot_signal_latency_seconds_bucket[10s]))")
+                q99 = prometheus_query(prom, "histogram_quantile(0.99, rate(futbot_signal_latency_seconds_bucket[10s]))")
                 assert 0.025 < float(q99[0]["value"][1]) <= 0.05, q99
-                info = await query(s, prom, "futbot_model_info")
+                info = prometheus_query(prom, "futbot_model_info")
                 assert [(x["metric"]["symbol"], x["metric"]["version"]) for x in info] == [("BTCUSDT", "7")]
-                assert (await query(s, prom, 'up{job="futbot"}'))[0]["value"][1] == "1"
+                assert prometheus_query(prom, 'up{job="futbot"}')[0]["value"][1] == "1"
     run(go())

@@ -118,8 +118,9 @@ def test_hand_edit_in_package_fails_the_export_check(tmp_path):
     assert "HAND_EDIT = 1" in f.read_text(), "the check must not silently overwrite the hand edit"
 
 def test_demo_runs(futbot_cmd, tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FUTBOT_HMAC", "FUTBOT_API", "FUTBOT_REDIS"))}
     r = run([futbot_cmd, "demo", "--quick", "--data-dir", str(tmp_path / "data"), "--artifacts-dir", str(tmp_path / "art")],
-            env=dict(os.environ, FUTBOT_LOG_DIR=str(tmp_path / "logs")), timeout=600)
+            env=dict(env, FUTBOT_LOG_DIR=str(tmp_path / "logs")), timeout=600)
     assert r.returncode == 0, r.stderr
     from futbot.cli import DEMO_STAGES
     lines = r.stdout.splitlines()
@@ -133,6 +134,10 @@ def test_demo_runs(futbot_cmd, tmp_path):
     assert "\x1b[" not in out and "\r" not in out, "terminal escapes in the demo's output without a terminal"
     assert len(out.splitlines()) < 100, out
     assert not [l for l in out.splitlines() if l.startswith("{")], "JSON log lines belong in the log file"
+    served = next(l for l in lines if l.startswith("[ ok ] serve"))   # live signals, each verified by its own process
+    n = sum(1 for l in open(tmp_path / "data" / "demo-serve" / "signals" / "signals.jsonl") if l.strip())
+    assert f"futbot verify-signal: verified {n} of {n} signals; 0 failed" in served and " decisions (" in served, served
+    assert (tmp_path / "art" / "demo.env").stat().st_mode & 0o077 == 0, "the demo's generated key is readable by others"
     logged = (tmp_path / "logs" / "futbot.log").read_text().splitlines()
     assert any('"event": "progress"' in l for l in logged), "download progress goes to the log without a terminal"
 

@@ -35,16 +35,23 @@ def market(trained_market):
     (d / "replay.yaml").write_text(f"signals:\n  min_confidence: {thr:.9f}\n" + EVEN_BETS)
     return d, folders, thr
 
-def test_replay_equals_the_backtest_and_its_signals_verify(market):
-    "Two days, two symbols: the same positions, fills and P&L as the backtest; every signal verifies, twice over"
-    d, folders, thr = market
-    out = []
+@pytest.fixture(scope="module")
+def replays(market):
+    "`futbot replay` of each symbol over the two days, signed: {symbol: its comparison.json}"
+    d, folders, _ = market
+    out = {}
     for s in SYMBOLS:
         r = futbot("replay", "--symbol", s, "--model", str(folders[s]), "--start", START, "--end", END,
                    "--data-dir", str(d / "data"), "--artifacts-dir", str(d / "art"), "--config", str(d / "replay.yaml"), env=KEYS)
         assert r.returncode == 0, r.stdout + r.stderr[-2000:]
         assert "equal: yes" in r.stdout, r.stdout
-        out.append(json.loads((d / "art" / "replays" / r.stdout.split()[-1].split("/")[-1] / "comparison.json").read_text()))
+        out[s] = json.loads((d / "art" / "replays" / r.stdout.split()[-1].split("/")[-1] / "comparison.json").read_text())
+    return out
+
+def test_replay_equals_the_backtest_and_its_signals_verify(market, replays):
+    "Two days, two symbols: the same positions, fills and P&L as the backtest; every signal verifies, twice over"
+    d, folders, thr = market
+    out = list(replays.values())
     assert sum(c["positions"] for c in out) >= 3, out               # the test must see trades to mean anything
     for c in out:
         assert c["equal"] and c["positions"] == c["backtest_positions"] and c["max_pnl_gap"] in (None, 0.0)
@@ -61,28 +68,33 @@ def test_replay_equals_the_backtest_and_its_signals_verify(market):
             assert len(s["explanation"]["top_features"]) == 5 and thr <= s["confidence"] <= 1
             assert (s["stop_loss"] < s["entry"]["price"] < s["take_profits"][-1]["price"]) == (s["side"] == "long")
 
-def test_replay_is_reproducible_and_refuses_what_it_cannot_use(market, tmp_path):
+def refused(capsys, *args)->str:
+    "The one line `futbot` prints for args it refuses with exit 2 (run in this process: the same code, no start-up)"
+    from futbot.cli import main
+    code = main(list(args))
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, (code, err)
+    return err
+
+def test_replay_is_reproducible_and_refuses_what_it_cannot_use(market, replays, tmp_path, capsys):
     "The same range gives the same signal ids; a missing model, missing data and a schema mismatch get one line, exit 2"
     d, folders, _ = market
     args = ["--symbol", "BTCUSDT", "--start", START, "--end", END, "--data-dir", str(d / "data"),
             "--artifacts-dir", str(d / "art"), "--config", str(d / "replay.yaml")]
-    ids = []
-    for _ in range(2):
-        r = futbot("replay", "--model", str(folders["BTCUSDT"]), *args)
-        assert r.returncode == 0, r.stderr[-2000:]
-        ids.append([json.loads(l)["signal_id"] for l in open(d / "art" / "replays" / r.stdout.split()[-1].split("/")[-1]
-                                                             / "signals.unsigned.jsonl")])
-    assert ids[0] == ids[1] and len(ids[0]) > 0
-    r = futbot("replay", "--model", "lgbm-NOSUCH", *args)
-    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
-    r = futbot("replay", "--model", str(folders["BTCUSDT"]), "--data-dir", str(tmp_path / "empty"), *args[2:6],
-               "--symbol", "BTCUSDT", "--artifacts-dir", str(tmp_path / "art"))
-    assert r.returncode == 2 and "futbot download" in r.stderr and "Traceback" not in r.stderr, r.stderr
-    r = futbot("replay", "--model", str(folders["BTCUSDT"]), *args[:-1], str(d / "cfg.yaml").replace("cfg", "none"))
-    assert r.returncode == 2 and "config file not found" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = futbot("replay", "--model", str(folders["BTCUSDT"]), *args)            # unsigned this time
+    assert r.returncode == 0, r.stderr[-2000:]
+    again = [json.loads(l)["signal_id"] for l in open(d / "art" / "replays" / r.stdout.split()[-1].split("/")[-1]
+                                                      / "signals.unsigned.jsonl")]
+    first = [json.loads(l)["signal_id"] for l in open(replays["BTCUSDT"]["signals_file"])]
+    assert again == first and len(first) > 0
+    refused(capsys, "replay", "--model", "lgbm-NOSUCH", *args)
+    assert "futbot download" in refused(capsys, "replay", "--model", str(folders["BTCUSDT"]), "--data-dir",
+                                        str(tmp_path / "empty"), *args[2:6], "--symbol", "BTCUSDT",
+                                        "--artifacts-dir", str(tmp_path / "art"))
+    assert "config file not found" in refused(capsys, "replay", "--model", str(folders["BTCUSDT"]), *args[:-1],
+                                              str(d / "cfg.yaml").replace("cfg", "none"))
     (d / "other.yaml").write_text("labels:\n  profit_threshold: 0.02\n")   # another bet than the model's
-    r = futbot("replay", "--model", str(folders["BTCUSDT"]), *args[:-1], str(d / "other.yaml"))
-    assert r.returncode == 2 and "another bet" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert "another bet" in refused(capsys, "replay", "--model", str(folders["BTCUSDT"]), *args[:-1], str(d / "other.yaml"))
     bad = tmp_path / "bad"                                         # a model whose features the live rows do not have
     import shutil
     shutil.copytree(folders["BTCUSDT"], bad)
@@ -91,7 +103,9 @@ def test_replay_is_reproducible_and_refuses_what_it_cannot_use(market, tmp_path)
         j["features"] = ["no_such_feature", *j["features"][1:]]
         f.write_text(json.dumps(j))
     r = futbot("replay", "--model", str(bad), *args)
-    assert r.returncode == 2 and "schema mismatch" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    last = r.stderr.strip().splitlines()[-1]                    # after the replay's progress log lines
+    assert r.returncode == 2 and last.startswith("futbot replay: error:") and "schema mismatch" in last, r.stderr
+    assert "Traceback" not in r.stderr
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_live_book_equals_the_backtest_on_two_symbols(seed):

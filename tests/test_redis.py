@@ -1,9 +1,10 @@
 """Redis Streams output (issue 13): every signal reaches a consumer group exactly once, across a restart of the
 publisher and of Redis itself, through an outage (backlog, flush), never out of order. Runs a real Debian
 `redis-server` (installed where missing) on a free port in a temporary folder; never fakeredis."""
-import hashlib, itertools, json, logging, os, shutil, signal, socket, subprocess, sys, tempfile, threading, time
+import hashlib, itertools, json, logging, shutil, subprocess, sys, tempfile, threading, time
 from pathlib import Path
 import pytest
+from conftest import RedisServer, redis_bin
 from futbot.config import ConfigError
 from futbot.signals import (DEFAULT_STREAM, OutputError, RedisOutput, SignalError, SignalLog, build_signal,
                             canonical_json, parse_json, read_signals, redis_url, sign, signal_uuid, stream_fields,
@@ -22,7 +23,6 @@ PARTS = dict(t_ms=T, side=1, entry=61234.5, leverage=5, position_size_pct=2.5, s
              top_features=[("rsi_14_1h", 71.2, 0.12)], horizon="4h",
              backtest=dict(sharpe=1.4, max_drawdown=0.12, win_rate=0.58, precision=0.63, trades=212),
              risk=dict(risk_amount=25.1, liquidation_price=49500.0, notional=1250.0, margin=250.0))
-START_S = 20                                   # longest wait for redis-server to answer
 QUICK = dict(retries=2, backoff_s=0.01)        # an output that gives up fast when Redis is down
 _streams = itertools.count()
 
@@ -45,59 +45,6 @@ def drain(out:RedisOutput, group:str, consumer:str="c")->list:
         got += part
 
 # --- a real redis-server ------------------------------------------------------------------------------------
-
-def redis_bin()->str:
-    "Debian's redis-server, installed with apt-get where missing"
-    found = lambda: shutil.which("redis-server") or ("/usr/bin/redis-server" if os.path.exists("/usr/bin/redis-server")
-                                                      else None)
-    if not found():
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        for cmd in (["apt-get", "update"], ["apt-get", "install", "-y", "redis-server"]):
-            r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=1200)
-            assert r.returncode == 0, f"{' '.join(cmd)} failed ({r.returncode}): {(r.stderr or r.stdout)[-2000:]}"
-    assert found(), "no redis-server after apt-get install redis-server"
-    return found()
-
-def free_port()->int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-class RedisServer:
-    "A redis-server of our own on 127.0.0.1: append-only file fsynced on every write, no RDB snapshots"
-    def __init__(self, exe:str, home:Path):
-        self.exe, self.home, self.port, self.proc = exe, home, free_port(), None
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self):
-        cmd = [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.home), "--save", "",
-               "--appendonly", "yes", "--appendfsync", "always", "--daemonize", "no",
-               "--logfile", str(self.home / "redis.log")]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        import redis
-        client, until = redis.Redis(port=self.port, socket_timeout=1), time.monotonic() + START_S
-        while True:
-            try:
-                if client.ping(): break
-            except redis.RedisError:   # not listening yet, or still loading the append-only file
-                assert self.proc.poll() is None, f"redis-server exited: {self.log()}"
-                assert time.monotonic() < until, f"redis-server did not answer in {START_S} s: {self.log()}"
-                time.sleep(0.05)
-        client.close()
-
-    def stop(self, kill:bool=False):
-        "SIGTERM (Redis shuts down cleanly), or SIGKILL (a crash)"
-        if self.proc is None: return
-        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
-        try: self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
-
-    def log(self)->str:
-        f = self.home / "redis.log"
-        return f.read_text()[-2000:] if f.exists() else ""
 
 @pytest.fixture(scope="module")
 def server():

@@ -1,12 +1,13 @@
 """`futbot serve` against a real `futbot sim`: streamed bars through the live path give the signals `futbot replay` gives
 on the same bars; a SIGKILL loses and repeats nothing; the API refuses what it must; start-up refuses what cannot work."""
-import contextlib, json, os, signal, subprocess, sys, time, urllib.error, urllib.request
+import contextlib, json, os, shutil, signal, subprocess, tempfile, time, urllib.error, urllib.request
+from pathlib import Path
 import pytest
-from conftest import BIN, EVEN_BETS, confident_threshold, prometheus_scraping, prometheus_query
+from conftest import BIN, EVEN_BETS, RedisServer, confident_threshold, prometheus_scraping, prometheus_query, redis_bin
 from futbot import history as h
-from futbot.config import load_config
-from futbot.intervals import to_ms, index_ms, ms_to_iso
-from futbot.live import LiveModel, batch_proba, load_feed
+from futbot.intervals import to_ms, ms_to_iso
+from futbot.live import LiveModel
+from futbot.signals import RedisOutput
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT")
 SECRET = {"FUTBOT_HMAC_KEYS": "k1=serve-test-secret-0123456789", "FUTBOT_HMAC_KEY_ID": "k1"}
@@ -58,10 +59,25 @@ def ws_listen(url):
 def signals_of(d):
     return [json.loads(l) for l in open(d / "data" / "signals" / "signals.jsonl") if l.strip()]
 
-def test_serve_equals_replay_through_a_sigkill(market):
-    "Live, killed, restarted: every signal verifies, none repeats, and they equal the replay of the same bars"
+@pytest.fixture
+def redis_server():
+    "A redis-server of the test's own (Debian's, installed where missing)"
+    home = Path(tempfile.mkdtemp(prefix="futbot-redis-"))
+    srv = RedisServer(redis_bin(), home)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+        shutil.rmtree(home, ignore_errors=True)
+
+def test_serve_equals_replay_through_a_sigkill(market, redis_server):
+    "Live, killed, restarted: every signal verifies, none repeats, reaches Redis once, and equals the replay's"
     d, url = market
-    p, base = serve(d, url)
+    feats = {f for s in SYMBOLS for f in LiveModel.load(d / "art" / "models" / f"lgbm-{s}" / "1.0.0").features}
+    assert any(f.startswith(("basis", "oi", "mark_")) for f in feats), sorted(feats)  # extras served live
+    env = dict(ENV, FUTBOT_REDIS_URL=redis_server.url, FUTBOT_REDIS_STREAM="test:serve")
+    p, base = serve(d, url, env)
     try:
         assert get(base + "/signals")[0] == 401 and get(base + "/signals", "wrong-token-0123456789")[0] == 401
         code, body = get(base + "/signals?since=yesterday", TOKEN)
@@ -73,7 +89,7 @@ def test_serve_equals_replay_through_a_sigkill(market):
         p.send_signal(signal.SIGKILL)
         p.wait(10)
     n_before = len(signals_of(d)) if (d / "data" / "signals" / "signals.jsonl").exists() else 0
-    p, base = serve(d, url)
+    p, base = serve(d, url, env)
     pushed, ws_thread = ws_listen(base.replace("http://", "ws://") + "/ws/signals")
     prom = prometheus_scraping(base[7:])
     try:
@@ -117,12 +133,20 @@ def test_serve_equals_replay_through_a_sigkill(market):
     assert [s["signal_id"] for s in page["signals"]] == ids[-len(page["signals"]):] if page["signals"] else True
     r = futbot("verify-signal", str(d / "data" / "signals" / "signals.jsonl"), env=SECRET)
     assert r.returncode == 0, r.stdout
+    rd = RedisOutput(redis_server.url, stream="test:serve")      # a consumer group reads each signal once, in order
+    rd.ensure_group("consumers")
+    got = []
+    while part := rd.read_group("consumers", "c1", count=50):
+        rd.ack("consumers", *[eid for eid, _ in part])
+        got += [sig["signal_id"] for _, sig in part]
+    rd.close()
+    assert got == ids, (got, ids)
     # the replay of the same bars: bring the store up to date by REST, replay from the service's origin
     origin = json.loads((d / "data" / "signals" / "origin.json").read_text())["origin_ms"]
     last = hl["last_decision"]
     for s in SYMBOLS:
-        h.download(s, ["klines", "funding"], ["1m", "5m", "1h", "4h", "1d"], months=2, exchange=url, data_dir=d / "data",
-                   progress=False)
+        h.download(s, h.DEFAULT_DATASETS, ["1m", "5m", "1h", "4h", "1d"], price_interval="5m", months=2, exchange=url,
+                   data_dir=d / "data", progress=False)
     out = {}
     for s in SYMBOLS:
         r = futbot("replay", "--symbol", s, "--model", f"lgbm-{s}", "--start", ms_to_iso(origin), "--end",
