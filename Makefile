@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 EXTRAS ?= dev,deep,xgb
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench lab export readme lock clean-nbs site
+.PHONY: venv test demo bench soak lab export readme lock clean-nbs site
 
 venv: $(STAMP)
 
@@ -22,13 +22,16 @@ $(STAMP): settings.ini setup.py requirements.lock
 test: $(STAMP)
 	@bash tools/check_export.sh
 	$(BIN)/nbdev_test --n_workers 2
-	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider
+	$(BIN)/python -m pytest tests/ -q -p no:cacheprovider --durations=15
 
 demo: $(STAMP)
 	$(BIN)/futbot demo
 
 bench: $(STAMP)
 	@$(BIN)/python bench/run.py $(FIGURES)
+
+soak: $(STAMP)
+	@$(BIN)/python bench/soak.py
 
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=nbs --no-browser --MappingKernelManager.default_kernel_name=futbot $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_FLAGS)

@@ -977,6 +977,8 @@ def add_sim_args(p:argparse.ArgumentParser)->argparse.ArgumentParser:
       help="comma-separated symbols (default: BTCUSDT,ETHUSDT)")
     a("--start", type=iso_date, default="2024-01-01", help="first day of history, ISO date (default: 2024-01-01)")
     a("--months", type=positive_int, default=7, help="months of history before the simulated now (default: 7)")
+    a("--now", type=iso_date, default=None,
+      help="the simulated now at start (default: the end of --months); restart an exchange where it stopped")
     a("--speed", type=float, default=60.0, help="simulated seconds per wall second (default: 60)")
     a("--alpha", default="default", choices=["default", "none"],
       help="planted predictable structure (default) or a martingale (none)")
@@ -1041,11 +1043,11 @@ def run_sim(args=None)->int:
     try:
         chk = _check_sim_args(args)
         if args.mode == "vision": ds, ivs = _check_vision_args(args)
+        market = Market(symbols=chk["symbols"], seed=args.seed, start=args.start, months=args.months,
+                        alpha=args.alpha, speed=args.speed, now=getattr(args, "now", None))
     except ValueError as e:
         print(f"futbot sim: error: {e}", file=sys.stderr)
         return 2
-    market = Market(symbols=chk["symbols"], seed=args.seed, start=args.start, months=args.months, alpha=args.alpha,
-                    speed=args.speed)
     if args.mode == "vision":
         fs = write_vision(market, args.out, chk["symbols"], None, args.end, ds, ivs, header=not args.no_header)
         print(f"wrote {len(fs)} archives under {Path(args.out) / 'data' / 'futures' / 'um'}", flush=True)

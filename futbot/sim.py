@@ -472,6 +472,8 @@ class Market:
                  alpha="default",        # "default", "none" or a dict of ALPHA_DEFAULT knobs
                  speed:float=60.0,       # simulated seconds per wall-clock second
                  clock=None,             # optional callable returning the simulated now (ms), for tests
+                 now=None,               # the simulated now at start (default: the end of the history); a
+                                         # restarted exchange given the time it stopped at goes on from there
                 ):
         if isinstance(symbols, str): symbols = symbols.split(",")
         bad = [s for s in symbols if s not in SYMBOLS]
@@ -479,7 +481,8 @@ class Market:
         self.symbols, self.seed, self.speed, self.clock = list(symbols), int(seed), float(speed), clock
         self.alpha, self.months = resolve_alpha(alpha), int(months)
         self.start_ms = int(bar_floor(to_ms(start), "1m"))
-        self.t0_ms = add_months(self.start_ms, months)
+        self.t0_ms = add_months(self.start_ms, months) if now is None else int(to_ms(now))
+        if self.t0_ms <= self.start_ms: raise ValueError(f"now {ms_to_iso(self.t0_ms)} is not after the history start")
         self.wall0 = time.time()
         self._lock = threading.RLock()
         m_lo = self.start_ms // MINUTE_MS

@@ -105,6 +105,7 @@ def test_serve_equals_replay_through_a_sigkill(market, redis_server):
         assert "reload_refused" in events and events.index("reload_refused") < len(events) - events[::-1].index("reloaded")
         code, hl = get(base + "/health")
         assert code == 200 and hl["status"] == "live" and hl["last_decision"], hl
+        assert {k.split(":")[0] for k in hl["extras_published"]} == set(SYMBOLS) and all(hl["extras_published"].values()), hl
         code, page = get(base + "/signals?since=0&limit=1000", TOKEN)
         assert code == 200
         with urllib.request.urlopen(base + "/metrics", timeout=10) as r: metrics = r.read().decode()

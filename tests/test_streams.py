@@ -99,15 +99,23 @@ def test_local_book_equals_exchange_book_and_resyncs_on_a_gap():
         mgr = StreamManager(sim.url, ["BTCUSDT", "ETHUSDT"], [], kinds=("depth",), silence_s=1, reorder_s=0.3,
                             backoff_base=0.05, oi_poll_s=None, on_book=on_book)
         clean = {}
+        async def seen(p, n=3, at_least_s=1.2, most_s=8.0):
+            "Stay in phase p for at_least_s, and until n book checkpoints of it are in (at most most_s)"
+            t0 = time.monotonic()
+            while time.monotonic() - t0 < most_s:
+                if time.monotonic() - t0 >= at_least_s and sum(c[0] == p for c in cps) >= n: return
+                await asyncio.sleep(0.05)
         async def go():
             async def faults():
-                await asyncio.sleep(1.5)
+                await seen("clean")
                 clean["resyncs"] = sum(b.resyncs for b in mgr.books.values())
                 phase["p"] = "reorder"; sim.faults.update({"ws_reorder": 4})
-                await asyncio.sleep(1.2)
+                await seen("reorder")
                 phase["p"] = "drop"; sim.faults.update({"ws_drop_all": True})
+                await seen("drop")
+                mgr.stop()
             t = asyncio.create_task(faults())
-            st = await mgr.run(duration_s=4.0, handle_signals=False)
+            st = await mgr.run(duration_s=30.0, handle_signals=False)
             await t
             return st
         st = asyncio.run(go())
