@@ -20,8 +20,8 @@ from fastcore.basics import patch
 __all__ = ['STREAM_KINDS', 'MARK_BACK_MS', 'EXTRAS', 'EXTRAS_ORDER', 'EXTRAS_KEEP_MS', 'FUNDING_EVERY_MS', 'BOOK_TIME_UNIT',
            'CLOCK_KINDS', 'stream_names', 'plan_connections', 'combined_url', 'backoff_delay', 'Timeline',
            'book_features', 'LocalBook', 'bar_from_ws', 'bar_from_rest', 'BarBuilder', 'extras_frame', 'book_frame',
-           'LiveExtras', 'Connection', 'StreamManager', 'extras', 'extras_ready', 'wait_extras', 'stop', 'run',
-           'run_sync', 'bars_frame', 'main']
+           'LiveExtras', 'Connection', 'StreamManager', 'rest_extras', 'extras', 'extras_ready', 'wait_extras', 'stop',
+           'run', 'run_sync', 'bars_frame', 'main']
 
 # %% ../nbs/04_streams.ipynb #094d7e05
 STREAM_KINDS = ("kline", "aggTrade", "depth", "bookTicker", "markPrice", "forceOrder")
@@ -878,7 +878,7 @@ _EXTRAS_EP = {"funding": ("funding", 1000, "fundingTime"), "open_interest": ("op
               "long_short": ("long_short", 500, "timestamp"), "taker_ratio": ("taker_ratio", 500, "timestamp"),
               "mark": ("mark", 1500, 0), "index": ("index", 1500, 0)}   # endpoint, largest limit, the row's time
 
-def _rest_extras(rest:Rest, symbol:str, ds:str,
+def rest_extras(rest:Rest, symbol:str, ds:str,
                  start:int|None,        # first raw time wanted (None: the last EXTRAS_KEEP_MS)
                  now:int|None,          # the exchange's time (None: ask it)
                  price_interval:str)->tuple: # (now, rows)
@@ -905,7 +905,7 @@ async def _fetch_extras(self:StreamManager, s:str, ds:str):
     "Fetch the rows of one live extras dataset since its last row; wait `extras_retry_s` if none came"
     lx = self.live[s]
     try:
-        now, rows = await self._rest(_rest_extras, s, ds, lx.next_start(ds), self.server_ms or None, lx.price_interval)
+        now, rows = await self._rest(rest_extras, s, ds, lx.next_start(ds), self.server_ms or None, lx.price_interval)
         self.server_ms = max(self.server_ms, now)
         n = lx.add(ds, extras_frame(ds, rows))
         self.stats["extras_polls"] += 1
