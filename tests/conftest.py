@@ -178,3 +178,16 @@ class RedisServer:
     def log(self)->str:
         f = self.home / "redis.log"
         return f.read_text()[-2000:] if f.exists() else ""
+
+@pytest.fixture(scope="module")
+def redis_server():
+    "A redis-server of the module's own (Debian's, installed where missing); a test that stops it starts it again"
+    import shutil, tempfile
+    home = Path(tempfile.mkdtemp(prefix="futbot-redis-"))
+    srv = RedisServer(redis_bin(), home)
+    try:
+        srv.start()
+        yield srv
+    finally:
+        srv.stop()
+        shutil.rmtree(home, ignore_errors=True)

@@ -1,10 +1,8 @@
 """Redis Streams output (issue 13): every signal reaches a consumer group exactly once, across a restart of the
 publisher and of Redis itself, through an outage (backlog, flush), never out of order. Runs a real Debian
 `redis-server` (installed where missing) on a free port in a temporary folder; never fakeredis."""
-import hashlib, itertools, json, logging, shutil, subprocess, sys, tempfile, threading, time
-from pathlib import Path
+import hashlib, itertools, json, logging, subprocess, sys, threading, time
 import pytest
-from conftest import RedisServer, redis_bin
 from futbot.config import ConfigError
 from futbot.signals import (DEFAULT_STREAM, OutputError, RedisOutput, SignalError, SignalLog, build_signal,
                             canonical_json, parse_json, read_signals, redis_url, sign, signal_uuid, stream_fields,
@@ -47,16 +45,9 @@ def drain(out:RedisOutput, group:str, consumer:str="c")->list:
 # --- a real redis-server ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def server():
-    "One redis-server for the module; a test that stops it starts it again"
-    home = Path(tempfile.mkdtemp(prefix="futbot-redis-"))
-    srv = RedisServer(redis_bin(), home)
-    try:
-        srv.start()
-        yield srv
-    finally:
-        srv.stop()
-        shutil.rmtree(home, ignore_errors=True)
+def server(redis_server):
+    "One redis-server for the module (conftest); a test that stops it starts it again"
+    return redis_server
 
 @pytest.fixture
 def out(server):

@@ -1,9 +1,8 @@
 """`futbot serve` against a real `futbot sim`: streamed bars through the live path give the signals `futbot replay` gives
 on the same bars; a SIGKILL loses and repeats nothing; the API refuses what it must; start-up refuses what cannot work."""
-import contextlib, json, os, shutil, signal, subprocess, tempfile, time, urllib.error, urllib.request
-from pathlib import Path
+import contextlib, json, os, signal, subprocess, time, urllib.error, urllib.request
 import pytest
-from conftest import BIN, EVEN_BETS, RedisServer, confident_threshold, prometheus_scraping, prometheus_query, redis_bin
+from conftest import BIN, EVEN_BETS, confident_threshold, prometheus_scraping, prometheus_query
 from futbot import history as h
 from futbot.intervals import to_ms, ms_to_iso
 from futbot.live import LiveModel
@@ -58,18 +57,6 @@ def ws_listen(url):
 
 def signals_of(d):
     return [json.loads(l) for l in open(d / "data" / "signals" / "signals.jsonl") if l.strip()]
-
-@pytest.fixture
-def redis_server():
-    "A redis-server of the test's own (Debian's, installed where missing)"
-    home = Path(tempfile.mkdtemp(prefix="futbot-redis-"))
-    srv = RedisServer(redis_bin(), home)
-    try:
-        srv.start()
-        yield srv
-    finally:
-        srv.stop()
-        shutil.rmtree(home, ignore_errors=True)
 
 def test_serve_equals_replay_through_a_sigkill(market, redis_server):
     "Live, killed, restarted: every signal verifies, none repeats, reaches Redis once, and equals the replay's"
