@@ -235,7 +235,7 @@ def load_dataset(symbol:str, data_dir="data")->tuple:
     if man is None:
         raise DataError(f"no feature table for {symbol.upper()} under {path}: "
                         f"build it with futbot features --symbol {symbol.upper()}")
-    X, L = (read_parquet(path / f).set_index("t") for f in ("features.parquet", "labels.parquet"))
+    X, L = (read_parquet(path / f, index="t") for f in ("features.parquet", "labels.parquet"))
     check_schema(X, man["schema"])
     return X, L, man
 

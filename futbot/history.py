@@ -116,9 +116,18 @@ def atomic_write_parquet(df:pd.DataFrame, path:Path):
     finally:
         if tmp.exists(): tmp.unlink()
 
-def read_parquet(path:Path)->pd.DataFrame:
-    "Read one stored file; a damaged file is a `DataError` naming it"
-    try: return pq.read_table(path).to_pandas()
+def read_parquet(path:Path, index:str|None=None)->pd.DataFrame:
+    "Read one stored file, with its column `index` as the index; a damaged file is a `DataError` naming it"
+    try:
+        tb = pq.read_table(path)
+        if index is None: return tb.to_pandas()
+        idx = pd.Index(tb.column(index).to_pandas(), name=index)
+        tb = tb.drop_columns([index])
+        df = tb.to_pandas(self_destruct=True)   # Arrow's buffers go as pandas takes each column: no third copy
+        del tb
+        pa.default_memory_pool().release_unused()
+        df.index = idx
+        return df
     except Exception as e:
         raise DataError(f"{path}: corrupted or unreadable Parquet file ({type(e).__name__}); "
                         "run the same download again to re-fetch it") from None

@@ -12,7 +12,8 @@ SYMBOLS = ("BTCUSDT", "ETHUSDT")
 SECRET = {"FUTBOT_HMAC_KEYS": "k1=serve-test-secret-0123456789", "FUTBOT_HMAC_KEY_ID": "k1"}
 TOKEN = "test-token-abcdefghijklmnop"
 ENV = dict(SECRET, FUTBOT_API_TOKENS=TOKEN)
-LIVE_S = float(os.environ.get("FUTBOT_TEST_SERVE_S", "14"))   # wall seconds of live streams per run (sim speed 1200)
+SPEED = 1200                                                   # the shared test market's sim speed (conftest)
+LIVE_S = float(os.environ.get("FUTBOT_TEST_SERVE_S", "144"))  # wall seconds of serving: 2 simulated days at SPEED
 
 def futbot(*args, env=None, **kw):
     return subprocess.run([str(BIN / "futbot"), *args], capture_output=True, text=True, env=dict(os.environ, **(env or {})), **kw)
@@ -59,7 +60,7 @@ def signals_of(d):
     return [json.loads(l) for l in open(d / "data" / "signals" / "signals.jsonl") if l.strip()]
 
 def test_serve_equals_replay_through_a_sigkill(market, redis_server):
-    "Live, killed, restarted: every signal verifies, none repeats, reaches Redis once, and equals the replay's"
+    "Two simulated days live, SIGKILLed and restarted midway: every signal verifies, none repeats, each reaches Redis once, all equal the replay's"
     d, url = market
     feats = {f for s in SYMBOLS for f in LiveModel.load(d / "art" / "models" / f"lgbm-{s}" / "1.0.0").features}
     assert any(f.startswith(("basis", "oi", "mark_")) for f in feats), sorted(feats)  # extras served live
@@ -132,6 +133,7 @@ def test_serve_equals_replay_through_a_sigkill(market, redis_server):
     # the replay of the same bars: bring the store up to date by REST, replay from the service's origin
     origin = json.loads((d / "data" / "signals" / "origin.json").read_text())["origin_ms"]
     last = hl["last_decision"]
+    assert to_ms(last) - origin >= 0.9 * LIVE_S * SPEED * 1000, (ms_to_iso(origin), last)   # the span served, simulated
     for s in SYMBOLS:
         h.download(s, h.DEFAULT_DATASETS, ["1m", "5m", "1h", "4h", "1d"], price_interval="5m", months=2, exchange=url,
                    data_dir=d / "data", progress=False)
