@@ -85,6 +85,7 @@ def _report_args(p):
 def _registry_args(p):
     add_data_args(p); add_common(p)
     importlib.import_module("futbot.registry").add_registry_args(p)
+def _monitor_args(p): importlib.import_module("futbot.alerts").add_monitor_args(p)
 def _verify_args(p):
     p.add_argument("file", help="a signal JSON file (one object, or JSON lines), or - for standard input")
     p.add_argument("--max-age", help="also refuse signals whose timestamp is further than this from now, e.g. 60s")
@@ -106,13 +107,15 @@ SUBCOMMANDS = {
     "serve":         ("run the live signal service", _serve_args),
     "report":        ("render the report site", _report_args),
     "registry":      ("list, inspect, promote or roll back models", _registry_args),
+    "monitor":       ("monitoring: alerts (drift and live performance come next)", _monitor_args),
     "verify-signal": ("verify the HMAC signature of signals", _verify_args),
     "demo":          ("run every built stage end to end against the local exchange", _demo_args),
 }
 HANDLERS = {"sim": "futbot.exchange:run_sim", "download": "futbot.history:run_download",
             "features": "futbot.dataset:run_features", "backtest": "futbot.backtest:run_backtest_cli",
-            "registry": "futbot.registry:run_registry", "train": "futbot.retrain:run_train", "replay": "futbot.live:run_replay", "serve": "futbot.serve:run_serve",
+            "registry": "futbot.registry:run_registry", "train": "futbot.retrain:run_train", "replay": "futbot.live:run_replay", "serve": "futbot.monitor:run_serve",
             "verify-signal": "futbot.signals:run_verify_signal",
+            "monitor": "futbot.alerts:run_monitor",
             "demo": "futbot.cli:run_demo"}
 
 def build_parser(only:str|None=None)->OneLineParser:

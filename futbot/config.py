@@ -12,10 +12,11 @@ import yaml
 from .intervals import INTERVALS, to_seconds
 
 # %% auto #0
-__all__ = ['SCHEMA', 'CONFIG_FILES', 'MODEL_KINDS', 'CALIBRATIONS', 'SCHEMA_WHY', 'ENV_VARS', 'pandas_ta_problem', 'ConfigError',
-           'UsageError', 'read_yaml', 'config_dir', 'env_key', 'Section', 'Config', 'load_config', 'iso_date', 'symbol',
-           'exchange', 'interval_list', 'positive_int', 'positive_float', 'port', 'OneLineParser', 'JsonFormatter',
-           'TextFormatter', 'log_event', 'setup_logging', 'is_terminal', 'LogProgress', 'progress_bar']
+__all__ = ['SCHEMA', 'CONFIG_FILES', 'MODEL_KINDS', 'CALIBRATIONS', 'ALERT_CHANNELS', 'SCHEMA_WHY', 'ENV_VARS',
+           'pandas_ta_problem', 'ConfigError', 'UsageError', 'read_yaml', 'config_dir', 'env_key', 'Section', 'Config',
+           'load_config', 'iso_date', 'symbol', 'exchange', 'interval_list', 'positive_int', 'positive_float', 'port',
+           'OneLineParser', 'JsonFormatter', 'TextFormatter', 'log_event', 'setup_logging', 'is_terminal',
+           'LogProgress', 'progress_bar']
 
 # %% ../nbs/00_config.ipynb #c1dfac13
 def _dur(v): 
@@ -111,6 +112,15 @@ SCHEMA = {
   "monitoring.drift_window":    ("trading", _str, _dur, "a duration such as 7d"),
   "monitoring.degradation_alert": ("trading", _num, _frac(0, 1), "a fraction in (0, 1]"),
   "monitoring.health_check_interval": ("trading", _str, _dur, "a duration such as 30s"),
+  "monitoring.win_rate_alert":  ("trading", _num, _frac(0, 1), "a fraction in (0, 1]"),
+  "monitoring.performance_window": ("trading", _str, _dur, "a duration such as 7d"),
+  "monitoring.min_trades":      ("trading", _int, lambda v: v >= 1, "a whole number >= 1"),
+  "monitoring.significance":    ("trading", _num, lambda v: 0 < v < 0.5, "a p-value level in (0, 0.5)"),
+  "monitoring.psi_warn":        ("trading", _num, lambda v: 0 < v <= 5, "a PSI in (0, 5]"),
+  "monitoring.psi_act":         ("trading", _num, lambda v: 0 < v <= 5, "a PSI in (0, 5] (at least psi_warn)"),
+  "monitoring.min_drift_rows":  ("trading", _int, lambda v: v >= 10, "a whole number >= 10"),
+  "monitoring.min_disk_free_gb": ("trading", _num, lambda v: v >= 0, "gigabytes >= 0"),
+  "monitoring.max_rss_mb":      ("trading", _num, lambda v: v > 0, "megabytes > 0"),
   # model.yaml
   "labels.kind":                ("model", _str, lambda v: v in ("binary", "ternary", "regression"), "binary, ternary or regression"),
   "labels.horizon":             ("model", _str, _dur, "a duration such as 4h"),
@@ -155,6 +165,30 @@ SCHEMA.update({   # model.yaml: training and selection (issue 12)
   "selection.min_dsr":          ("model", _num, _frac(0, 1, lo_open=False), "a probability in [0, 1]"),
   "selection.min_trades":       ("model", _int, lambda v: v >= 0, "a whole number >= 0"),
   "selection.challenger_margin": ("model", _num, lambda v: v >= 0, "a score margin >= 0"),
+})
+
+# %% ../nbs/00_config.ipynb #5872dead
+ALERT_CHANNELS = ("log", "console", "webhook", "email")   # the channels `alerts.channels` may name
+
+def _channels_ok(v:list)->bool: return len(set(v)) == len(v) and all(c in ALERT_CHANNELS for c in v)
+def _env_name_ok(v:str)->bool: return bool(re.fullmatch(r"[A-Z_][A-Z0-9_]*", v))
+def _address_ok(v)->bool: return isinstance(v, str) and bool(re.fullmatch(r"[^@\s]+@[^@\s]+", v))
+
+SCHEMA.update({   # trading.yaml: alerts (issue 14)
+  "alerts.channels":        ("trading", _list, _channels_ok, f"a list of distinct channels from {ALERT_CHANNELS}"),
+  "alerts.store":           ("trading", _str, lambda v: v.strip() != "", "a file name such as alerts.db"),
+  "alerts.min_interval":    ("trading", _str, _dur0, "a duration >= 0 such as 1h (0s: no per-key limit)"),
+  "alerts.max_per_hour":    ("trading", _int, lambda v: v >= 1, "a whole number >= 1"),
+  "alerts.retries":         ("trading", _int, lambda v: 0 <= v <= 20, "a whole number in [0, 20]"),
+  "alerts.retry_backoff":   ("trading", _str, _dur0, "a duration >= 0 such as 1s"),
+  "alerts.timeout":         ("trading", _str, _dur, "a duration such as 10s"),
+  "alerts.webhook_url_env": ("trading", _str, _env_name_ok,
+                             "the name of an environment variable such as FUTBOT_ALERT_WEBHOOK_URL (never the URL)"),
+  "alerts.smtp_host":       ("trading", _str, lambda v: bool(re.fullmatch(r"[^\s/]+", v)), "a host name such as localhost"),
+  "alerts.smtp_port":       ("trading", _int, lambda v: 1 <= v <= 65535, "a TCP port in [1, 65535]"),
+  "alerts.smtp_starttls":   ("trading", _bool, lambda v: True, "true or false"),
+  "alerts.email_from":      ("trading", _str, _address_ok, "an e-mail address"),
+  "alerts.email_to":        ("trading", _list, lambda v: all(_address_ok(a) for a in v), "a list of e-mail addresses"),
 })
 
 # %% ../nbs/00_config.ipynb #67c5afe0
@@ -259,6 +293,14 @@ def _from_env(env)->dict:
             close = difflib.get_close_matches(name, known, n=1)
             raise ConfigError(f"environment {name}: not a setting" + (f" (did you mean {close[0]}?)" if close else ""))
     return out
+
+# %% ../nbs/00_config.ipynb #25134de9
+ENV_VARS.update({
+    "FUTBOT_ALERT_WEBHOOK_URL": "optional; the URL alerts are POSTed to by the webhook channel (the variable "
+                                "alerts.webhook_url_env names)",
+    "FUTBOT_SMTP_USER": "optional; user name for the SMTP server of the email alert channel",
+    "FUTBOT_SMTP_PASSWORD": "optional; password for the SMTP server of the email alert channel",
+})
 
 # %% ../nbs/00_config.ipynb #03a13cc8
 class Section:

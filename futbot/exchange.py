@@ -4,13 +4,15 @@
 
 # %% ../nbs/02b_exchange.ipynb #27c84dd5
 from __future__ import annotations
-import argparse, asyncio, contextlib, json, logging, math, random, re, signal, subprocess, sys, threading, time
+import argparse, asyncio, contextlib, ipaddress, json, logging, math, random, re, signal, subprocess, sys
+import threading, time
 from pathlib import Path
 import numpy as np
 import aiohttp
 from aiohttp import web, WSMsgType
 from .config import OneLineParser, iso_date, symbol, positive_int, port
-from .intervals import INTERVALS, MINUTE_MS, HOUR_MS, DAY_MS, ms_to_iso
+from .intervals import INTERVALS, MINUTE_MS, HOUR_MS, DAY_MS, ms_to_iso, to_ms
+from .regime import check_change
 from .sim import SYMBOLS, DATA_PERIODS, Market
 from .vision import fmt_ticks, fmt_float, price_dec, qty_dec, kline_rows, kline_lines, agg_rows, agg_lines
 from .vision import VISION_DATASETS, write_vision
@@ -19,9 +21,10 @@ from .vision import VISION_DATASETS, write_vision
 __all__ = ['ERR_MANDATORY', 'ERR_UNREAD', 'ERR_ILLEGAL', 'ERR_INVALID', 'ERR_START_END', 'ERR_COMBO', 'ERR_HOURS', 'ERR_SYMBOL',
            'ERR_INTERVAL', 'ERR_429', 'ERR_429_REQUESTS', 'ERR_418', 'ERR_5XX', 'DEPTH_LIMITS', 'DATA_DAYS',
            'REST_ROUTES', 'KLINE_BATCH', 'FUNDING_REQUESTS', 'FUNDING_WINDOW_S', 'DATA_REQUESTS', 'SIDE_WINDOWS',
-           'APP_STATE', 'APP_KW', 'BinanceError', 'err_body', 'Params', 'rate_interval', 'RateLimiter', 'Faults',
-           'RawJSON', 'ws_kline', 'fmt_levels', 'make_app', 'serve_sim', 'warm_market', 'SimServer', 'symbol_list',
-           'add_sim_args', 'run_sim', 'main', 'bench_rest', 'demo_stage']
+           'APP_STATE', 'REGIME_PATH', 'APP_KW', 'BinanceError', 'err_body', 'Params', 'rate_interval', 'RateLimiter',
+           'Faults', 'RawJSON', 'ws_kline', 'fmt_levels', 'is_loopback', 'regime_request', 'make_app', 'serve_sim',
+           'warm_market', 'SimServer', 'symbol_list', 'add_sim_args', 'parse_regime_schedule', 'run_sim', 'main',
+           'bench_rest', 'demo_stage']
 
 # %% ../nbs/02b_exchange.ipynb #4d801c0f
 _log = logging.getLogger("futbot.exchange")
@@ -834,6 +837,44 @@ async def _rest_mw(request, handler):
         _log.exception("sim handler %s failed", request.path)
         return _jresp(err_body(-1000, "An unknown error occured while processing the request."), 500, hdr(used))
 
+# %% ../nbs/02b_exchange.ipynb #34e89204
+REGIME_PATH = "/_sim/regime"   # the regime control (Binance: 404)
+
+def is_loopback(host:str|None)->bool:
+    "Whether a peer address is this machine (127.0.0.0/8, ::1, or IPv4-mapped 127.x)"
+    try: ip = ipaddress.ip_address((host or "").split("%")[0])
+    except ValueError: return False
+    return ip.is_loopback or bool(getattr(ip, "ipv4_mapped", None) and ip.ipv4_mapped.is_loopback)
+
+def regime_request(d)->tuple: # (checked changes, at in ms or None)
+    "What a `POST /_sim/regime` body asks for; ValueError (one line) on a bad one"
+    if not isinstance(d, dict): raise ValueError('send a JSON object such as {"alpha": "none", "vol": 2.0}')
+    d = dict(d)
+    at = d.pop("at", None)
+    if at is not None:
+        if isinstance(at, bool) or not isinstance(at, (str, int, float)):
+            raise ValueError(f"at must be an ISO time or ms, not {at!r}")
+        at = to_ms(at)   # ValueError on a bad time
+    return check_change(d), at
+
+def _one_line(e:Exception)->str: return " ".join(str(e).split())
+
+async def _regime_get(request):
+    m = request.app[APP_STATE].market
+    if not hasattr(m, "regime_schedule"): raise web.HTTPNotFound()
+    return _jresp({"now": m.now_ms(), "regimes": m.regime_schedule()})
+
+async def _regime_post(request):
+    m = request.app[APP_STATE].market
+    if not hasattr(m, "set_regime"): raise web.HTTPNotFound()
+    if not is_loopback(request.remote):
+        return _jresp({"error": f"{REGIME_PATH} answers loopback clients only, not {request.remote}"}, 403)
+    try:
+        changes, at = regime_request(await request.json())
+        sched = m.set_regime(changes, at)
+    except ValueError as e: return _jresp({"error": _one_line(e)}, 400)
+    return _jresp({"now": m.now_ms(), "regimes": sched})
+
 # %% ../nbs/02b_exchange.ipynb #45184ef8
 async def _rest_placeholder(request): raise web.HTTPNotFound()
 
@@ -882,6 +923,8 @@ def make_app(market,                        # a `futbot.sim.Market`
     app.router.add_get("/_sim/info", _info)
     app.router.add_get("/_sim/faults", _faults_get)
     app.router.add_post("/_sim/faults", _faults_post)
+    app.router.add_get(REGIME_PATH, _regime_get)
+    app.router.add_post(REGIME_PATH, _regime_post)
     async def _on_startup(app):
         loop = asyncio.get_running_loop()
         faults.on_drop_all = lambda: loop.call_soon_threadsafe(hub.drop_all)
@@ -982,6 +1025,8 @@ def add_sim_args(p:argparse.ArgumentParser)->argparse.ArgumentParser:
     a("--speed", type=float, default=60.0, help="simulated seconds per wall second (default: 60)")
     a("--alpha", default="default", choices=["default", "none"],
       help="planted predictable structure (default) or a martingale (none)")
+    a("--regime-schedule", default=None, metavar="SPEC",
+      help="regime changes, e.g. '2024-03-01T00:00=alpha:none,vol:2.0;2024-04-01=vol:1.0' (see POST /_sim/regime)")
     a("--weight-limit", type=positive_int, default=2400, help="request weight per IP and minute (default: 2400)")
     a("--rate-window-s", type=float, default=60.0, help="rate-limit window, seconds (default: 60)")
     a("--funding-limit", type=positive_int, default=FUNDING_REQUESTS,
@@ -1000,6 +1045,32 @@ def add_sim_args(p:argparse.ArgumentParser)->argparse.ArgumentParser:
     a("--intervals", default="1m,5m,15m,1h,4h,1d", help="vision: kline intervals (default: 1m,5m,15m,1h,4h,1d)")
     a("--no-header", action="store_true", help="vision: CSV without header rows, like older Binance files")
     return p
+
+# %% ../nbs/02b_exchange.ipynb #6e3d19e2
+_SCHEDULE_HELP = "TIME=alpha:default|none,vol:FLOAT;TIME=..."
+
+def parse_regime_schedule(spec:str # e.g. "2024-03-01T00:00=alpha:none,vol:2.0;2024-04-01=vol:1.0"
+                         )->list:  # [(t_ms, changes)] for `Market(regimes=...)`
+    "The changes of `--regime-schedule`; ValueError (one line naming the bad part) on a bad one"
+    out = []
+    for part in [p.strip() for p in spec.split(";") if p.strip()]:
+        when, eq, what = part.partition("=")
+        if not eq or not what.strip(): raise ValueError(f"--regime-schedule: {part!r} is not {_SCHEDULE_HELP}")
+        try: t = to_ms(when.strip())
+        except ValueError: raise ValueError(f"--regime-schedule: {when.strip()!r} is not an ISO time") from None
+        ch = {}
+        for kv in what.split(","):
+            k, _, v = (x.strip() for x in kv.partition(":"))
+            try:
+                if k == "alpha" and v in ("default", "none"): ch["alpha"] = v
+                elif k == "vol": ch["vol"] = float(v)
+                else: raise ValueError
+                check_change(ch)
+            except ValueError: raise ValueError(f"--regime-schedule: bad {kv.strip()!r} in {part!r} "
+                                                f"(alpha:default|none, vol:a number in (0, 10])") from None
+        out.append((t, ch))
+    if not out: raise ValueError(f"--regime-schedule is empty (give {_SCHEDULE_HELP})")
+    return out
 
 # %% ../nbs/02b_exchange.ipynb #639661cf
 _FAULT_FLAGS = (("fault_5xx_rate", "http_5xx_rate"), ("fault_429_rate", "http_429_rate"),
@@ -1023,7 +1094,8 @@ def _check_sim_args(a)->dict:
         if v < 0 or (flag.endswith("rate") and v > 1): raise ValueError(f"--{flag.replace('_', '-')} out of range: {v}")
         if v: faults[key] = v
     Faults().update(faults)   # raises ValueError on a bad switch
-    return dict(symbols=list(a.symbols), faults=faults)
+    regimes = parse_regime_schedule(a.regime_schedule) if getattr(a, "regime_schedule", None) else None
+    return dict(symbols=list(a.symbols), faults=faults, regimes=regimes)
 
 def _check_vision_args(a)->tuple:
     "The datasets (None: all) and intervals of `futbot sim vision`; ValueError on a bad one"
@@ -1044,7 +1116,8 @@ def run_sim(args=None)->int:
         chk = _check_sim_args(args)
         if args.mode == "vision": ds, ivs = _check_vision_args(args)
         market = Market(symbols=chk["symbols"], seed=args.seed, start=args.start, months=args.months,
-                        alpha=args.alpha, speed=args.speed, now=getattr(args, "now", None))
+                        alpha=args.alpha, speed=args.speed, now=getattr(args, "now", None),
+                        regimes=chk["regimes"])
     except ValueError as e:
         print(f"futbot sim: error: {e}", file=sys.stderr)
         return 2

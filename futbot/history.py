@@ -721,7 +721,7 @@ def download(symbol:str,                  # e.g. BTCUSDT
         results.append(TaskResult("book", "", rows=len(store.load(symbol, "book")), report={}))
     order = {(ds.name, iv or ""): i for i, (ds, iv, _, _) in enumerate(tasks)}
     results.sort(key=lambda r: order.get((r.dataset, r.interval), 1e9))
-    if base: record_source(data_dir, base, sim)
+    if base: record_source(data_dir, base, sim_info(base) or sim)   # asked again: the newest regime schedule
     return results
 
 # %% ../nbs/03_history.ipynb #ed1b4e11

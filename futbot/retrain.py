@@ -357,6 +357,7 @@ def candidate_row(kind:str, d:TrainData, fits:dict, cols:list, sel:dict, cfg, da
                   n_total:int, seed:int, oracle:dict|None, coin:dict, fit_s:float, storage)->dict:
     "Judge one fitted candidate on the test period, beside production; write its folder; its result row"
     from futbot.evaluate import edge_share, gate_results, composite_score
+    from futbot.drift import model_reference, save_reference
     name = f"{kind}-{d.symbol}"
     P = test_proba({s: f.model for s, f in fits.items()}, {s: f.calibrator for s, f in fits.items()}, d, cols)
     m = judge(P, d, cfg, data_dir, artifacts_dir, f"{run_dir.name}-{name}", n_total)
@@ -383,6 +384,7 @@ def candidate_row(kind:str, d:TrainData, fits:dict, cols:list, sel:dict, cfg, da
                 cv={s: f.cv for s, f in fits.items()}, calibration={s: f.calibrator.method for s, f in fits.items()})
     folder = write_folder(run_dir / "candidates" / name, kind, d, fits, schema, meta)
     figures(folder, fits, P, d, cols, name)
+    save_reference(folder, model_reference(d.X[cols].iloc[d.split[0]], P))   # what futbot.monitor compares live rows with
     P.to_parquet(folder / "reports" / "test_proba.parquet")
     return dict(name=name, folder=str(folder), passed=meta["gates"]["passed"], score=m["score"],
                 beats_production=None)

@@ -4,30 +4,32 @@
 
 # %% ../nbs/02_sim.ipynb #bc5962e1
 from __future__ import annotations
-import math, time, zlib, threading
+import math, time, threading
 from typing import NamedTuple
 import numpy as np
 from numba import njit
 from fastcore.basics import patch
 from .intervals import SECOND_MS, MINUTE_MS, HOUR_MS, to_ms, to_seconds, add_months, ms_to_iso
 from .intervals import interval_ms, max_interval_ms, bar_floor, bar_next, bar_opens
+from .rng import U64, PHI, TWO_PI, SQRT_HALF, mix_nb, hash_nb, unif_nb, normal2_nb, normal_nb, student_nb
+from .rng import stream_keys, symbol_id, uniforms_nb, normals_nb, students_nb
+from .regime import ALPHA_DEFAULT, ALPHA_NONE, resolve_alpha, alpha_name, check_change, regime_minute
+from .regime import schedule_items, fold_regimes
 from .barriers import SIDES, barrier_proba, barrier_distances, triple_barrier_nb, horizon_minutes, reliability
 
 # %% auto #0
-__all__ = ['SYMBOLS', 'FUNDING_MS', 'TWO_PI', 'SQRT_HALF', 'STREAM_NAMES', 'Streams', 'ALPHA_DEFAULT', 'ALPHA_NONE', 'DAY_MIN',
-           'HOUR_MIN', 'VOL_SCALES', 'VOL_W', 'VOL_RHO', 'REG_BLOCK', 'REG_P', 'REG_W', 'SEASON', 'PEAK_HOUR', 'RHO',
-           'P_JUMP', 'J_SIZE', 'JUMP_COMMON', 'JUMP_OWN', 'OWN_JUMP_RATE', 'JUMP_VAR', 'MOM_PERIODS', 'FLOW_LAGS',
-           'FLOW_NORM', 'CROWD_W', 'CROWD_PERIODS', 'CROWD_LAG', 'CROWD_EDGE', 'COUNT_VOL_EXP', 'COUNT_SHOCK',
-           'MAX_AGG', 'PBUY_LO', 'PBUY_HI', 'TAKER_IMPACT', 'PREM0', 'PREM_K', 'PREM_NOISE', 'INDEX_NOISE', 'LIQ_K',
-           'INTEREST', 'FUNDING_CLAMP', 'EP_SLOT', 'EP_P', 'EP_MIN', 'EP_ACTIVITY', 'TRADE_SLOTS', 'SPREAD_CDF',
-           'INV_LN2', 'K1_COLS', 'NO_CUT', 'AGG_ID0', 'TRADE_ID0', 'CHUNK', 'KL_KEYS', 'AT_KEYS', 'OI_NOISE',
-           'OI_CROWD', 'OI_VOLUME', 'OI_LIQ', 'OI_NOISE_MIN', 'OI_LIQ_MIN', 'LS_BIAS', 'LS_CROWD', 'DATA_PERIODS',
-           'LIQ_SLOTS', 'LIQ_SIZE', 'LIQ_SLIP', 'BOOK_LEVELS', 'BOOK_TICK_MS', 'BOOK_QTY_TICKS', 'BOOK_QTY_SIG',
-           'mix_nb', 'hash_nb', 'unif_nb', 'normal2_nb', 'normal_nb', 'student_nb', 'stream_keys', 'symbol_id',
-           'streams', 'uniforms_nb', 'normals_nb', 'students_nb', 'resolve_alpha', 'ModelParams', 'model_params',
-           'vnoise_nb', 'crowd_nb', 'logvol_nb', 'drift_units_nb', 'episode_nb', 'latent_nb', 'MinuteBuf',
-           'minute_buf_nb', 'gen_minute_nb', 'klines_1m_nb', 'trades_nb', 'Market', 'prices_nb', 'vnoise_arr_nb',
-           'book_qty_nb', 'book_update_id_of', 'bench_generate']
+__all__ = ['SYMBOLS', 'FUNDING_MS', 'STREAM_NAMES', 'Streams', 'DAY_MIN', 'HOUR_MIN', 'VOL_SCALES', 'VOL_W', 'VOL_RHO',
+           'REG_BLOCK', 'REG_P', 'REG_W', 'SEASON', 'PEAK_HOUR', 'RHO', 'P_JUMP', 'J_SIZE', 'JUMP_COMMON', 'JUMP_OWN',
+           'OWN_JUMP_RATE', 'JUMP_VAR', 'MOM_PERIODS', 'FLOW_LAGS', 'FLOW_NORM', 'CROWD_W', 'CROWD_PERIODS',
+           'CROWD_LAG', 'CROWD_EDGE', 'COUNT_VOL_EXP', 'COUNT_SHOCK', 'MAX_AGG', 'PBUY_LO', 'PBUY_HI', 'TAKER_IMPACT',
+           'PREM0', 'PREM_K', 'PREM_NOISE', 'INDEX_NOISE', 'LIQ_K', 'INTEREST', 'FUNDING_CLAMP', 'EP_SLOT', 'EP_P',
+           'EP_MIN', 'EP_ACTIVITY', 'TRADE_SLOTS', 'SPREAD_CDF', 'INV_LN2', 'K1_COLS', 'NO_CUT', 'AGG_ID0', 'TRADE_ID0',
+           'CHUNK', 'KL_KEYS', 'AT_KEYS', 'OI_NOISE', 'OI_CROWD', 'OI_VOLUME', 'OI_LIQ', 'OI_NOISE_MIN', 'OI_LIQ_MIN',
+           'LS_BIAS', 'LS_CROWD', 'DATA_PERIODS', 'LIQ_SLOTS', 'LIQ_SIZE', 'LIQ_SLIP', 'BOOK_LEVELS', 'BOOK_TICK_MS',
+           'BOOK_QTY_TICKS', 'BOOK_QTY_SIG', 'streams', 'ModelParams', 'model_params', 'vnoise_nb', 'crowd_nb',
+           'logvol_nb', 'drift_units_nb', 'episode_nb', 'latent_nb', 'MinuteBuf', 'minute_buf_nb', 'gen_minute_nb',
+           'klines_1m_nb', 'trades_nb', 'Market', 'prices_nb', 'vnoise_arr_nb', 'book_qty_nb', 'book_update_id_of',
+           'bench_generate']
 
 # %% ../nbs/02_sim.ipynb #feb14f97
 SYMBOLS = {
@@ -40,71 +42,7 @@ SYMBOLS = {
 }
 FUNDING_MS = 8 * HOUR_MS  # funding every 8 h: 00, 08, 16 UTC
 
-# %% ../nbs/02_sim.ipynb #9aa7a85d
-_U64 = np.uint64
-_C1, _C2, _PHI = _U64(0xBF58476D1CE4E5B9), _U64(0x94D049BB133111EB), _U64(0x9E3779B97F4A7C15)
-_S30, _S27, _S31, _S11 = _U64(30), _U64(27), _U64(31), _U64(11)
-_TWO53 = 1.0 / 9007199254740992.0
-TWO_PI = 6.283185307179586
-SQRT_HALF = 0.7071067811865476   # 1/√2: the sum of two unit-variance noises back to unit variance
-
-@njit(cache=True)
-def mix_nb(z):
-    "splitmix64 finaliser: a bijective avalanche of one uint64"
-    z = (z ^ (z >> _S30)) * _C1
-    z = (z ^ (z >> _S27)) * _C2
-    return z ^ (z >> _S31)
-
-@njit(cache=True)
-def hash_nb(key, i):
-    "The `i`-th random uint64 of stream `key`"
-    return mix_nb(key + (_U64(i) + _U64(1)) * _PHI)
-
-@njit(cache=True)
-def unif_nb(key, i):
-    "Uniform in (0, 1), never 0 or 1"
-    return (float(hash_nb(key, i) >> _S11) + 0.5) * _TWO53
-
-@njit(cache=True)
-def normal2_nb(key, i):
-    "Two independent standard normals (Box-Muller on indices 2i, 2i+1)"
-    r = math.sqrt(-2.0 * math.log(unif_nb(key, 2 * i)))
-    a = TWO_PI * unif_nb(key, 2 * i + 1)
-    return r * math.cos(a), r * math.sin(a)
-
-@njit(cache=True)
-def normal_nb(key, i):
-    "Standard normal number `i` of stream `key`"
-    return math.sqrt(-2.0 * math.log(unif_nb(key, 2 * i))) * math.cos(TWO_PI * unif_nb(key, 2 * i + 1))
-
-@njit(cache=True)
-def student_nb(key, i):
-    "Student-t (df 4) scaled to unit variance"
-    k2 = key ^ _PHI
-    chi = -2.0 * (math.log(unif_nb(k2, 2 * i)) + math.log(unif_nb(k2, 2 * i + 1)))
-    return normal_nb(key, i) / math.sqrt(chi / 4.0) * SQRT_HALF
-
 # %% ../nbs/02_sim.ipynb #494d4021
-_MASK = (1 << 64) - 1
-
-def _mix(z:int)->int:
-    "Python twin of `mix_nb` for deriving keys"
-    z &= _MASK
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK
-    return z ^ (z >> 31)
-
-def stream_keys(seed:int,   # model seed
-                sym_id:int, # symbol id (`symbol_id(name)`, 0 for the factor common to all symbols)
-                n:int=32,   # number of streams
-               )->np.ndarray: # uint64 key of each stream
-    "The keys of a symbol's random streams"
-    return np.array([_mix(_mix(_mix(seed) + sym_id) + s) for s in range(n)], np.uint64)
-
-def symbol_id(name:str)->int:
-    "Stable id of a symbol name (so adding a symbol never changes another one's numbers)"
-    return zlib.crc32(name.encode()) + 1
-
 STREAM_NAMES = ("vol1", "vol2", "vol3",       # log-vol noises at VOL_SCALES
                 "regime",                     # calm/volatile regime per REG_BLOCK (common factor)
                 "shock", "jump", "jump_size", # minute shocks, whether a minute jumps, jump sizes
@@ -123,49 +61,6 @@ Streams.__doc__ = "The random-stream keys of one symbol (or of the common factor
 def streams(seed:int, sym_id:int)->Streams:
     "The named stream keys of a symbol (`sym_id` 0: the common factor)"
     return Streams(*stream_keys(seed, sym_id, len(Streams._fields)))
-
-@njit(cache=True)
-def uniforms_nb(key, idx):
-    "Vectorised `unif_nb` over an int64 index array"
-    out = np.empty(len(idx))
-    for j in range(len(idx)): out[j] = unif_nb(key, idx[j])
-    return out
-
-@njit(cache=True)
-def normals_nb(key, idx):
-    "Vectorised `normal_nb`"
-    out = np.empty(len(idx))
-    for j in range(len(idx)): out[j] = normal_nb(key, idx[j])
-    return out
-
-@njit(cache=True)
-def students_nb(key, idx):
-    "Vectorised `student_nb`"
-    out = np.empty(len(idx))
-    for j in range(len(idx)): out[j] = student_nb(key, idx[j])
-    return out
-
-# %% ../nbs/02_sim.ipynb #5b40956f
-ALPHA_DEFAULT = dict(
-    momentum=0.008,   # drift regime, per-minute Sharpe at one unit of the latent
-    flow=0.011,       # drift per unit of the past hours' informed flow
-    flow_taker=0.03,  # shift of P(taker buy) per unit informed flow, in its own hour
-    funding=0.016,    # mean-reverting drift per unit of crowding beyond +-1
-    episode=0.14,     # drift of a trend episode (0: no episodes)
-    episode_taker=0.10,  # shift of P(taker buy) towards the episode's direction while it lasts
-)
-ALPHA_NONE = dict(momentum=0.0, flow=0.0, flow_taker=0.0, funding=0.0, episode=0.0, episode_taker=0.0)
-
-def resolve_alpha(alpha # "default", "none" or a dict overriding some ALPHA_DEFAULT knobs
-                 )->dict:
-    "The alpha knobs for an `alpha` argument"
-    if isinstance(alpha, dict):
-        bad = set(alpha) - set(ALPHA_DEFAULT)
-        if bad: raise ValueError(f"unknown alpha knobs {sorted(bad)}")
-        return {**ALPHA_DEFAULT, **alpha}
-    if alpha in (None, "default"): return dict(ALPHA_DEFAULT)
-    if alpha == "none": return dict(ALPHA_NONE)
-    raise ValueError(f"alpha must be 'default', 'none' or a dict, not {alpha!r}")
 
 # %% ../nbs/02_sim.ipynb #35384ff2
 DAY_MIN, HOUR_MIN = 1440, 60                # minutes per day and per hour
@@ -208,16 +103,18 @@ class ModelParams(NamedTuple):
     tick:float        # price tick
     qty_mu:float      # mean of an aggTrade's log-lots
     qty_sig:float     # ... and its sd
+    vol:float         # volatility multiplier of the regime in force (1: as configured)
 
-def model_params(spec:dict, # a SYMBOLS entry
-                 alpha:dict # resolved alpha knobs
+def model_params(spec:dict,     # a SYMBOLS entry
+                 alpha:dict,    # resolved alpha knobs
+                 vol:float=1.0, # volatility multiplier (a regime's `vol`)
                 )->ModelParams:
     "The kernels' parameters of a symbol"
     v = sum(w * w for w in VOL_W)
     norm = 0.5 * (2 * v + math.log(1 - REG_P + REG_P * math.exp(2 * REG_W)) + math.log(1 + SEASON ** 2))
     base = spec["daily_vol"] / math.sqrt(DAY_MIN) / math.sqrt(1 + JUMP_VAR)
     vals = (base, spec["n_mean"], alpha["momentum"], alpha["flow"], alpha["funding"], alpha["flow_taker"],
-            alpha["episode"], alpha["episode_taker"], norm, spec["tick"], spec["qty_mu"], spec["qty_sig"])
+            alpha["episode"], alpha["episode_taker"], norm, spec["tick"], spec["qty_mu"], spec["qty_sig"], vol)
     return ModelParams(*(float(x) for x in vals))
 
 # %% ../nbs/02_sim.ipynb #b6ab539b
@@ -278,13 +175,13 @@ def latent_nb(K, Kc, m0, n, P):
     ro = math.sqrt(1 - RHO * RHO)
     for i in range(n):
         m = m0 + i
-        s = P.base * math.exp(logvol_nb(K, Kc, m, P))
+        s = P.base * P.vol * math.exp(logvol_nb(K, Kc, m, P))
         sh = RHO * student_nb(Kc.shock, m) + ro * student_nb(K.shock, m)
         j = 0.0
         if unif_nb(Kc.jump, m) < P_JUMP:
             j += J_SIZE * s * (JUMP_COMMON * normal_nb(Kc.jump_size, m) + JUMP_OWN * normal_nb(K.jump_size, m))
         if unif_nb(K.jump, m) < OWN_JUMP_RATE * P_JUMP:
-            j += J_SIZE * s * normal_nb(K.jump_size ^ _PHI, m)
+            j += J_SIZE * s * normal_nb(K.jump_size ^ PHI, m)
         mom, fl, fu = drift_units_nb(K, m)
         if P.episode != 0.0: ep[i], ep_start[i] = episode_nb(K, m)
         d = s * (P.momentum * mom + P.flow * fl + P.funding * fu + P.episode * ep[i])
@@ -410,14 +307,15 @@ _O, _H, _LO, _C, _V, _QU, _NT, _TB, _TBQ, _NA = range(len(K1_COLS))  # columns o
 
 class _Cache:
     "Per-symbol arrays over the cached minutes [m_lo, m_lo + n)"
-    def __init__(self, name, spec, seed, alpha, m_lo):
+    def __init__(self, name, spec, seed, regimes, m_lo): # regimes: `Market.regimes()`, the first one at m_lo
         self.name, self.spec, self.m_lo, self.n = name, spec, m_lo, 0
         self.K, self.Kc = streams(seed, symbol_id(name)), streams(seed, 0)
-        self.P = model_params(spec, alpha)
+        self.set_regimes(regimes)
+        self.P = self.segs[0][1]   # the first regime's: its tick and trade sizes are every regime's
         self.tick, self.qmu, self.qsig = spec["tick"], spec["qty_mu"], spec["qty_sig"]
         self.L = np.array([math.log(spec["p0"])])  # latent log mid at the end of each minute, L[0] before the first
         z = np.zeros(0)
-        self.sig = self.r = self.mu = self.pbuy = self.crowd = self.prem = self.ep = z
+        self.sig = self.r = self.mu = self.pbuy = self.crowd = self.prem = self.ep = self.epd = z
         self.nagg = self.nliq = self.ep_start = np.zeros(0, np.int64)
         self.k1 = np.zeros((0, len(K1_COLS)), np.int64)
         self.cum_agg = self.cum_trd = np.zeros(1, np.int64)
@@ -428,14 +326,14 @@ class _Cache:
         if m_hi <= self.m_lo + self.n: return
         m0 = self.m_lo + self.n
         n = -(-(m_hi - m0) // CHUNK) * CHUNK
-        sig, r, mu, nagg, pbuy, crowd, prem, nliq, ep, ep_start = latent_nb(self.K, self.Kc, m0, n, self.P)
+        sig, r, mu, nagg, pbuy, crowd, prem, nliq, ep, ep_start, epd = self.latent(m0, n)
         L = np.empty(n + 1)
         L[0] = self.L[-1]
         for k in range(0, n, CHUNK):  # cumsum from each chunk's anchor: the same bits however the cache grows
             L[k + 1:k + CHUNK + 1] = L[k] + np.cumsum(r[k:k + CHUNK])
         k1 = klines_1m_nb(self.K, self.P, m0, L, sig, nagg, pbuy, NO_CUT)
         new = dict(sig=sig, r=r, mu=mu, pbuy=pbuy, crowd=crowd, prem=prem, nagg=nagg, nliq=nliq, L=L[1:], k1=k1,
-                   ep=ep, ep_start=ep_start)
+                   ep=ep, ep_start=ep_start, epd=epd)
         for name, v in new.items(): setattr(self, name, np.concatenate([getattr(self, name), v]))
         self.cum_agg = np.concatenate([self.cum_agg, self.cum_agg[-1] + np.cumsum(nagg)])
         self.cum_trd = np.concatenate([self.cum_trd, self.cum_trd[-1] + np.cumsum(k1[:, _NT])])
@@ -462,6 +360,35 @@ class _Cache:
         f = TRADE_ID0 + self.cum_trd[i0] + np.concatenate([[0], np.cumsum(NT)[:-1]]).astype(np.int64)
         return dict(a=AGG_ID0 + self.cum_agg[i0] + np.arange(len(T)), p=PR, q=Q, f=f, l=f + NT - 1, T=T, m=M), X, SP
 
+# %% ../nbs/02_sim.ipynb #61a5302a
+_MINUTE_COLS = ("sig", "r", "mu", "pbuy", "crowd", "prem", "nagg", "nliq", "k1", "ep", "ep_start", "epd", "pk")
+
+@patch
+def set_regimes(self:_Cache, regimes): # [(first minute, alpha knobs, vol)], in time order
+    "The kernels' parameters of each regime: `segs`, [(first minute, ModelParams)]"
+    self.segs = [(int(m), model_params(self.spec, a, v)) for m, a, v in regimes]
+
+@patch
+def latent(self:_Cache, m0:int, n:int, P=None)->tuple: # `latent_nb`'s arrays, and each minute's episode drift
+    "The latent minutes m0..m0+n-1, each in the regime in force (or all in regime params `P`)"
+    segs = [(m0, P)] if P is not None else self.segs
+    parts = []
+    for k, (a, Pk) in enumerate(segs):
+        lo, hi = max(a, m0), min(segs[k + 1][0] if k + 1 < len(segs) else m0 + n, m0 + n)
+        if lo >= hi: continue
+        out = latent_nb(self.K, self.Kc, lo, hi - lo, Pk)
+        parts.append(out + (out[0] * Pk.episode * out[8],))   # sig x episode knob x direction
+    return tuple(np.concatenate(x) for x in zip(*parts))
+
+@patch
+def truncate(self:_Cache, m:int):
+    "Forget the cached minutes from the day (CHUNK) holding minute `m` on; they are regenerated when asked for"
+    keep = max(0, (m - self.m_lo) // CHUNK * CHUNK)   # whole chunks stay: L is summed from each chunk's anchor
+    if keep >= self.n: return
+    for name in _MINUTE_COLS: setattr(self, name, getattr(self, name)[:keep])
+    self.L, self.cum_agg, self.cum_trd = self.L[:keep + 1], self.cum_agg[:keep + 1], self.cum_trd[:keep + 1]
+    self.pk_n, self.n = min(self.pk_n, keep), keep
+
 # %% ../nbs/02_sim.ipynb #4a17e139
 class Market:
     "Seeded, deterministic market model of Binance USD-M perpetuals"
@@ -474,6 +401,8 @@ class Market:
                  clock=None,             # optional callable returning the simulated now (ms), for tests
                  now=None,               # the simulated now at start (default: the end of the history); a
                                          # restarted exchange given the time it stopped at goes on from there
+                 regimes=None,           # scheduled regime changes: [(time, {"alpha": .., "vol": ..})] (see
+                                         # `check_change`); each holds from its first whole minute on
                 ):
         if isinstance(symbols, str): symbols = symbols.split(",")
         bad = [s for s in symbols if s not in SYMBOLS]
@@ -486,7 +415,16 @@ class Market:
         self.wall0 = time.time()
         self._lock = threading.RLock()
         m_lo = self.start_ms // MINUTE_MS
-        self._c = {s: _Cache(s, SYMBOLS[s], self.seed, self.alpha, m_lo) for s in self.symbols}
+        self._changes = {}   # first minute -> checked change
+        for t, ch in schedule_items(regimes):
+            m = regime_minute(t)
+            if m <= m_lo: raise ValueError(f"regime change at {ms_to_iso(to_ms(t))} is not after the history start")
+            self._changes[m] = {**self._changes.get(m, {}), **check_change(ch)}
+        self._c = {s: _Cache(s, SYMBOLS[s], self.seed, self.regimes(), m_lo) for s in self.symbols}
+
+    def regimes(self)->list: # [(first minute, alpha knobs, vol)], the first at the history start
+        "The regimes in time order, each in force until the next one begins"
+        return fold_regimes(self.start_ms // MINUTE_MS, self.alpha, self._changes)
 
     def now_ms(self)->int:
         "The simulated clock (ms)"
@@ -507,21 +445,29 @@ class Market:
         return self
 
     def __repr__(self):
-        return f"Market({self.symbols}, seed={self.seed}, start={self.start_ms}, t0={self.t0_ms}, alpha={self.alpha})"
+        return (f"Market({self.symbols}, seed={self.seed}, start={self.start_ms}, t0={self.t0_ms}, alpha={self.alpha}, "
+                f"regime changes={len(self._changes)})")
 
 # %% ../nbs/02_sim.ipynb #9562935b
 @patch
-def info(self:Market)->dict: # seed, alpha (the knobs), alpha_name, start (ISO), months, symbols
+def regime_schedule(self:Market)->list: # [{at (ISO), alpha (knobs), alpha_name, vol}], one per change
+    "The scheduled regime changes, each with the whole regime in force from then on (JSON-ready)"
+    return [dict(at=ms_to_iso(m * MINUTE_MS), alpha=dict(a), alpha_name=alpha_name(a), vol=v)
+            for m, a, v in self.regimes()[1:]]
+
+@patch
+def info(self:Market)->dict: # seed, alpha (the first knobs), alpha_name, start (ISO), months, symbols[, regimes]
     "What rebuilds this market (JSON-ready): the answer of the local exchange's `/_sim/info`"
-    name = "default" if self.alpha == ALPHA_DEFAULT else "none" if self.alpha == ALPHA_NONE else "custom"
-    return dict(seed=self.seed, alpha=dict(self.alpha), alpha_name=name, start=ms_to_iso(self.start_ms),
-                months=self.months, symbols=list(self.symbols))
+    d = dict(seed=self.seed, alpha=dict(self.alpha), alpha_name=alpha_name(self.alpha),
+             start=ms_to_iso(self.start_ms), months=self.months, symbols=list(self.symbols))
+    return {**d, "regimes": self.regime_schedule()} if self._changes else d   # one regime: as before schedules
 
 @patch(cls_method=True)
 def from_info(cls:Market, info:dict, # `Market.info()`, `/_sim/info` or `futbot.history.data_source(d)["sim"]`
               symbols=None, **kw)->Market: # symbols (default: all of `info`'s); other `Market` arguments (clock)
-    "The market an `info` describes: the same seed, alpha knobs and start give the same prices"
+    "The market an `info` describes: the same seed, alpha knobs, start and regime schedule give the same prices"
     syms = symbols or info["symbols"]
+    kw.setdefault("regimes", info.get("regimes"))   # older records have none: one regime
     return cls(syms, int(info["seed"]), info["start"], int(info["months"]), dict(info["alpha"]), **kw)
 
 # %% ../nbs/02_sim.ipynb #a738ec2b
@@ -847,12 +793,30 @@ def liquidations(self:Market, symbol:str, start_ms:int, end_ms:int)->dict: # arr
     return dict(T=T[sel], side=np.where(sell, "SELL", "BUY")[sel], q=q[sel], p=p[sel], ap=ap[sel])
 
 # %% ../nbs/02_sim.ipynb #39e6eff5
-def _unseen_drift(c, i, H):
-    "Drift summed over minutes [i, i+H) of the trend episodes that begin at minute i or later (unseen at i)"
-    ce = np.concatenate([[0.0], np.cumsum(c.sig * c.P.episode * c.ep)])
-    starts = np.unique(c.ep_start[c.ep_start >= 0]) - c.m_lo
+def _unseen_of(epd, ep_start, i, H):
+    "`_unseen_drift` on arrays: each minute's episode drift and its episode's first index (-1: none)"
+    ce = np.concatenate([[0.0], np.cumsum(epd)])
+    starts = np.unique(ep_start[ep_start >= 0])
     nxt = np.append(starts, np.iinfo(np.int64).max)[np.searchsorted(starts, i)]   # first episode start >= i
     return ce[i + H] - ce[np.minimum(nxt, i + H)]
+
+def _unseen_drift(c, i, H):
+    "Drift summed over minutes [i, i+H) of the trend episodes that begin at minute i or later (unseen at i)"
+    return _unseen_of(c.epd, np.where(c.ep_start >= 0, c.ep_start - c.m_lo, -1), i, H)
+
+def _regime_views(c, i, H):
+    "Per regime: (its decisions, first index, mu, sig, epd, ep_start, params) over its minutes and H more in it"
+    k = np.searchsorted([m for m, _ in c.segs], i + c.m_lo, "right") - 1   # the regime in force at each decision
+    for g in np.unique(k):
+        a, P = c.segs[g][0] - c.m_lo, c.segs[g][1]
+        b = c.segs[g + 1][0] - c.m_lo if g + 1 < len(c.segs) else c.n
+        hi = min(b + H, c.n)
+        cols = [c.sig[a:b], c.mu[a:b], c.epd[a:b], c.ep_start[a:b]]
+        if hi > b:   # the horizons reaching past the next change: the regime in force at the decision goes on
+            x = c.latent(c.m_lo + b, hi - b, P)
+            cols = [np.concatenate([v, w]) for v, w in zip(cols, (x[0], x[2], x[10], x[9]))]
+        sig, mu, epd, st = cols
+        yield k == g, a, mu, sig, epd, np.where(st >= 0, st - c.m_lo - a, -1), P
 
 @patch
 def oracle_proba(self:Market, symbol:str, decision_ms, # decision times (ms, bar closes)
@@ -865,13 +829,17 @@ def oracle_proba(self:Market, symbol:str, decision_ms, # decision times (ms, bar
     with self._lock: c.extend(int(t.max()) // MINUTE_MS + H + 2)
     i = t // MINUTE_MS - c.m_lo
     if (i < 1).any(): raise ValueError("decision times must be after the first minute of the history")
-    v = c.sig ** 2 * (1 + JUMP_VAR)
-    cm, cv = np.concatenate([[0.0], np.cumsum(c.mu)]), np.concatenate([[0.0], np.cumsum(v)])
-    seen = cm[i + H] - cm[i] - (_unseen_drift(c, i, H) if c.P.episode != 0 else 0.0)
-    mu, var = seen / H, (cv[i + H] - cv[i]) / H
     x = np.log(c.k1[i - 1, _C] * c.tick) - c.L[i]      # entry close relative to the latent mid
     u, d = barrier_distances(x, np.asarray(up, float), np.asarray(down, float), side)
-    return barrier_proba(mu if side == "long" else -mu, var, H, u, d)
+    u, d = np.broadcast_to(u, t.shape), np.broadcast_to(d, t.shape)
+    out = np.empty(t.shape)
+    for sel, a, mu, sig, epd, st, P in _regime_views(c, i, H):
+        j = i[sel] - a
+        cm, cv = np.concatenate([[0.0], np.cumsum(mu)]), np.concatenate([[0.0], np.cumsum(sig ** 2 * (1 + JUMP_VAR))])
+        seen = cm[j + H] - cm[j] - (_unseen_of(epd, st, j, H) if P.episode != 0 else 0.0)
+        m, var = seen / H, (cv[j + H] - cv[j]) / H
+        out[sel] = barrier_proba(m if side == "long" else -m, var, H, u[sel], d[sel])
+    return out
 
 # %% ../nbs/02_sim.ipynb #9454cb05
 @patch
@@ -920,7 +888,7 @@ def book_qty_nb(key, levels, period, mu):
     "Lots at each price level (ticks) during quantity period `period` (= book tick // BOOK_QTY_TICKS)"
     out = np.empty(len(levels), np.int64)
     for j in range(len(levels)):
-        z = normal_nb(mix_nb(key + _U64(levels[j]) * _PHI), period)
+        z = normal_nb(mix_nb(key + U64(levels[j]) * PHI), period)
         out[j] = max(1, int(math.exp(mu + BOOK_QTY_SIG * z) + 0.5))
     return out
 
@@ -986,6 +954,27 @@ def book_ticker(self:Market, symbol:str, t_ms:int|None=None)->dict:
     d = self.depth(symbol, t_ms, limit=1)
     (b, bq), (a, aq) = d["bids"][0], d["asks"][0]
     return dict(u=d["lastUpdateId"], bid=b, bidQty=bq, ask=a, askQty=aq, T=d["T"])
+
+# %% ../nbs/02_sim.ipynb #601c2c73
+@patch
+def set_regime(self:Market, changes:dict, # alpha and/or vol (`check_change`)
+               at=None,                   # when (anything `to_ms` reads); default: the next minute of the clock
+              )->list:                    # the schedule after the change (`regime_schedule`)
+    "Change the regime from `at` on while the market runs; ValueError if that is not after now: the past is fixed"
+    ch = check_change(changes)
+    with self._lock:
+        now = self.now_ms()
+        m = now // MINUTE_MS + 1 if at is None else regime_minute(at)
+        if m * MINUTE_MS <= now:
+            raise ValueError(f"at {ms_to_iso(m * MINUTE_MS)} is not after the sim's now {ms_to_iso(now)}: "
+                             "the past is fixed")
+        self._changes[m] = {**self._changes.get(m, {}), **ch}
+        for c in self._c.values():
+            end = c.m_lo + c.n
+            c.set_regimes(self.regimes())
+            c.truncate(m)
+            c.extend(end)   # as long as before: a reader never finds the cache shorter
+    return self.regime_schedule()
 
 # %% ../nbs/02_sim.ipynb #3b63c2ab
 def bench_generate(months:int=7, symbols=("BTCUSDT", "ETHUSDT"), seed:int=7, start="2024-01-01",

@@ -191,3 +191,27 @@ def redis_server():
     finally:
         srv.stop()
         shutil.rmtree(home, ignore_errors=True)
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium through Selenium (Debian's chromium and chromium-driver, installed where missing), 1280x800,
+    keeping the browser console's log (driver.get_log("browser"))"""
+    import shutil
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as ChromeService
+    binary = debian_server("chromium", "chromium")
+    driver_bin = debian_server("chromedriver", "chromium-driver")
+    opts = webdriver.ChromeOptions()
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800",
+              f"--user-data-dir={tempfile_dir('futbot-chromium-')}"):
+        opts.add_argument(a)
+    opts.binary_location = binary
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    d = webdriver.Chrome(service=ChromeService(driver_bin), options=opts)
+    try: yield d
+    finally: d.quit()
+
+def tempfile_dir(prefix:str)->str:
+    "A new temporary folder"
+    import tempfile
+    return tempfile.mkdtemp(prefix=prefix)

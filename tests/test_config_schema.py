@@ -30,6 +30,13 @@ BAD = {
     "training.storage": "artifacts/optuna.db", "training.corr_threshold": 0, "training.max_features": -1, "training.max_drift": 0,
     "training.rfe": "no", "training.calibration": "sigmoid", "training.seq_len": 1,
     "selection.min_dsr": 1.5, "selection.min_trades": -1, "selection.challenger_margin": -0.1,
+    "monitoring.win_rate_alert": 0, "monitoring.performance_window": "weekly", "monitoring.min_trades": 0,
+    "monitoring.significance": 0.5, "monitoring.psi_warn": 0, "monitoring.psi_act": -1, "monitoring.min_drift_rows": 5,
+    "monitoring.min_disk_free_gb": -1, "monitoring.max_rss_mb": 0,
+    "alerts.channels": ["log", "pager"], "alerts.store": " ", "alerts.min_interval": "hourly", "alerts.max_per_hour": 0,
+    "alerts.retries": -1, "alerts.retry_backoff": "soon", "alerts.timeout": "0s",
+    "alerts.webhook_url_env": "https://hooks.example/T000", "alerts.smtp_host": "", "alerts.smtp_port": 0,
+    "alerts.smtp_starttls": "yes", "alerts.email_from": "futbot", "alerts.email_to": ["ops"],
 }
 
 def test_every_key_has_a_bad_case():

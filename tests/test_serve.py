@@ -94,10 +94,14 @@ def test_serve_equals_replay_through_a_sigkill(market, redis_server):
         code, hl = get(base + "/health")
         assert code == 200 and hl["status"] == "live" and hl["last_decision"], hl
         assert {k.split(":")[0] for k in hl["extras_published"]} == set(SYMBOLS) and all(hl["extras_published"].values()), hl
+        assert hl["monitor"]["last_check"] and set(hl["monitor"]["symbols"]) == set(SYMBOLS), hl["monitor"]   # futbot.monitor
+        assert all(v["drift"] in ("ok", "warn", "act") for v in hl["monitor"]["symbols"].values()), hl["monitor"]
+        assert hl["system"]["rss_mb"] > 0 and hl["alerts"]["pending"] >= 0, hl
         code, page = get(base + "/signals?since=0&limit=1000", TOKEN)
         assert code == 200
         with urllib.request.urlopen(base + "/metrics", timeout=10) as r: metrics = r.read().decode()
         assert "futbot_signal_latency_seconds_bucket" in metrics and "futbot_decisions_total" in metrics
+        assert "futbot_drift_psi_max{" in metrics and "futbot_disk_free_bytes" in metrics
         for _ in range(40):                                    # Prometheus scrapes the service and answers queries
             dec = prometheus_query(prom_url, "sum(futbot_decisions_total)")
             if dec and float(dec[0]["value"][1]) > 0: break
