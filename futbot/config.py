@@ -119,6 +119,9 @@ SCHEMA = {
   "monitoring.psi_warn":        ("trading", _num, lambda v: 0 < v <= 5, "a PSI in (0, 5]"),
   "monitoring.psi_act":         ("trading", _num, lambda v: 0 < v <= 5, "a PSI in (0, 5] (at least psi_warn)"),
   "monitoring.min_drift_rows":  ("trading", _int, lambda v: v >= 10, "a whole number >= 10"),
+  "monitoring.drift_share":     ("trading", _num, lambda v: 0 <= v <= 1, "a share in [0, 1] (0: any one feature)"),
+  "monitoring.auto_retrain":    ("trading", _bool, lambda v: True, "true or false"),
+  "monitoring.retrain_cooldown": ("trading", _str, _dur, "a duration such as 1d"),
   "monitoring.min_disk_free_gb": ("trading", _num, lambda v: v >= 0, "gigabytes >= 0"),
   "monitoring.max_rss_mb":      ("trading", _num, lambda v: v > 0, "megabytes > 0"),
   # model.yaml

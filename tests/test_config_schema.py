@@ -32,6 +32,7 @@ BAD = {
     "selection.min_dsr": 1.5, "selection.min_trades": -1, "selection.challenger_margin": -0.1,
     "monitoring.win_rate_alert": 0, "monitoring.performance_window": "weekly", "monitoring.min_trades": 0,
     "monitoring.significance": 0.5, "monitoring.psi_warn": 0, "monitoring.psi_act": -1, "monitoring.min_drift_rows": 5,
+    "monitoring.drift_share": 1.5, "monitoring.auto_retrain": "yes", "monitoring.retrain_cooldown": "daily",
     "monitoring.min_disk_free_gb": -1, "monitoring.max_rss_mb": 0,
     "alerts.channels": ["log", "pager"], "alerts.store": " ", "alerts.min_interval": "hourly", "alerts.max_per_hour": 0,
     "alerts.retries": -1, "alerts.retry_backoff": "soon", "alerts.timeout": "0s",

@@ -29,7 +29,8 @@ def market(trained_market):
     "The shared running sim and models (conftest), and a config whose threshold they reach on a tenth of recent bars"
     d, url, folders = trained_market
     thr = confident_threshold(d, folders, to_ms("2024-02-25"), to_ms("2030-01-01"), 0.9)
-    (d / "low.yaml").write_text(f"signals:\n  min_confidence: {thr:.9f}\n  cooldown: 15m\n" + EVEN_BETS)
+    (d / "low.yaml").write_text(f"signals:\n  min_confidence: {thr:.9f}\n  cooldown: 15m\n" + EVEN_BETS
+                                + "monitoring:\n  auto_retrain: false\n")      # retraining has its own test
     return d, url
 
 def serve(d, url, env=ENV, extra=()):

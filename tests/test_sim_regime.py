@@ -63,7 +63,9 @@ def test_klines_before_the_change_identical(sim_url, sched_url, interval):
 def test_funding_before_the_change_identical(sim_url, sched_url):
     q = "/fapi/v1/fundingRate?symbol=BTCUSDT&startTime=0&limit=1000"
     a, b = http_json(sim_url + q)[0], http_json(sched_url + q)[0]
-    assert len(a) == len(b) > 100
+    n = min(len(a), len(b))                 # the two sims' clocks differ a little: one may have published one more
+    assert n > 100 and abs(len(a) - len(b)) <= 1
+    a, b = a[:n], b[:n]
     assert [r for r in a if r["fundingTime"] <= T] == [r for r in b if r["fundingTime"] <= T]
     after = [(x, y) for x, y in zip(a, b) if x["fundingTime"] > T]
     assert after and all(x["markPrice"] != y["markPrice"] for x, y in after)   # another price path from T on
