@@ -47,6 +47,10 @@ readme: $(STAMP)
 	@if command -v quarto >/dev/null; then $(BIN)/nbdev_readme; \
 	else $(BIN)/python tools/readme.py; fi
 
+# The report site: executed pipeline notebooks, every report under artifacts/, API and user docs, into _site/.
+site: $(STAMP)
+	$(BIN)/futbot report --out _site
+
 # Regenerate requirements.lock from a fresh venv built from settings.ini's direct pins.
 lock:
 	rm -rf /tmp/futbot-lock && $(PYTHON) -m venv /tmp/futbot-lock

@@ -93,8 +93,29 @@ def demo_figures():
         if p.returncode != 0: raise RuntimeError(f"futbot demo exited {p.returncode}")
         return {"demo_s": round(time.perf_counter() - t, 1), "demo_peak_rss_mb": round(peak / 2**20)}
 
+def site_figures():
+    "Report site: `futbot report` over a small artifacts folder (a backtest with its report, made as the tests make one)"
+    importlib.import_module("futbot.report")
+    import numpy as np, pandas as pd
+    from futbot.dataset import store_bars
+    from futbot.features import synth_bars
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        store_bars(synth_bars(60 * 24 * 16, seed=3, vol=0.0012, start="2024-03-01"), "BTCUSDT", "1m", d / "data")
+        t = pd.date_range("2024-03-05 00:05", "2024-03-12", freq="5min", tz="UTC")
+        u = np.random.default_rng(0).random(len(t))
+        pd.DataFrame({"p_long": u, "p_short": 1 - u}, index=t).to_parquet(d / "p.parquet")
+        env = {**os.environ, "FUTBOT_HOME": str(ROOT), "FUTBOT_LOG_DIR": str(d / "logs")}
+        common = ["--data-dir", str(d / "data"), "--artifacts-dir", str(d / "artifacts")]
+        subprocess.run([str(BIN / "futbot"), "backtest", "--symbol", "BTCUSDT", "--proba", str(d / "p.parquet"),
+                        "--start", "2024-03-05", "--end", "2024-03-12", *common], check=True, capture_output=True, env=env, cwd=d)
+        t0 = time.perf_counter()
+        subprocess.run([str(BIN / "futbot"), "report", *common, "--out", str(d / "_site")], check=True, capture_output=True,
+                       env=env, cwd=d)
+        return {"site_build_s": round(time.perf_counter() - t0, 2), "site_pages": sum(1 for _ in (d / "_site").rglob("*.html"))}
+
 FIGURES = [cli_help_s, sim_figures, download_figures, features_figures, streams_figures, backtest_figures, train_figures,
-           live_figures, demo_figures]
+           live_figures, demo_figures, site_figures]
 
 def main():
     out = {}

@@ -81,7 +81,7 @@ def _serve_args(p):
     p.add_argument("--model", help="registry model name or version folder (default: the promoted model)")
 def _report_args(p):
     add_data_args(p); add_common(p)
-    p.add_argument("--out", type=Path, default=Path("_site"), help="output folder of the report site")
+    importlib.import_module("futbot.report").add_report_args(p)
 def _registry_args(p):
     add_data_args(p); add_common(p)
     importlib.import_module("futbot.registry").add_registry_args(p)
@@ -105,17 +105,17 @@ SUBCOMMANDS = {
     "backtest":      ("backtest a model with fees, slippage and funding", _backtest_args),
     "replay":        ("replay history through the live pipeline", _replay_args),
     "serve":         ("run the live signal service", _serve_args),
+    "monitor":       ("monitoring: alerts (drift and live performance come next)", _monitor_args),
     "report":        ("render the report site", _report_args),
     "registry":      ("list, inspect, promote or roll back models", _registry_args),
-    "monitor":       ("monitoring: alerts (drift and live performance come next)", _monitor_args),
     "verify-signal": ("verify the HMAC signature of signals", _verify_args),
     "demo":          ("run every built stage end to end against the local exchange", _demo_args),
 }
 HANDLERS = {"sim": "futbot.exchange:run_sim", "download": "futbot.history:run_download",
             "features": "futbot.dataset:run_features", "backtest": "futbot.backtest:run_backtest_cli",
-            "registry": "futbot.registry:run_registry", "train": "futbot.retrain:run_train", "replay": "futbot.live:run_replay", "serve": "futbot.monitor:run_serve",
+            "registry": "futbot.registry:run_registry", "train": "futbot.retrain:run_train", "replay": "futbot.live:run_replay", "serve": "futbot.dashboard:run_serve",
+            "monitor": "futbot.alerts:run_monitor", "report": "futbot.report:run_report_cli",
             "verify-signal": "futbot.signals:run_verify_signal",
-            "monitor": "futbot.alerts:run_monitor",
             "demo": "futbot.cli:run_demo"}
 
 def build_parser(only:str|None=None)->OneLineParser:
@@ -234,6 +234,7 @@ def _stage_features(ctx):
 def _stage_train(ctx): return importlib.import_module("futbot.retrain").demo_stage(ctx)
 def _stage_backtest(ctx): return importlib.import_module("futbot.backtest").demo_stage(ctx)
 def _stage_serve(ctx): return importlib.import_module("futbot.serve").demo_stage(ctx)
+def _stage_report(ctx): return importlib.import_module("futbot.report").demo_stage(ctx)
 
 DEMO_STAGES = [
     ("config",   "load and validate configs/*.yaml",                    _stage_config),
@@ -244,7 +245,7 @@ DEMO_STAGES = [
     ("train",    "train, calibrate, register, select (no tuning)",      _stage_train),
     ("backtest", "vectorbt backtest with fees, slippage, funding",      _stage_backtest),
     ("serve",    "signed live signals, verified",                       _stage_serve),
-    ("report",   "report site",                                         None),
+    ("report",   "report site: reports, API and user docs",             _stage_report),
 ]
 
 # %% ../nbs/15_cli.ipynb #61e80b2d
