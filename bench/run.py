@@ -114,8 +114,58 @@ def site_figures():
                        env=env, cwd=d)
         return {"site_build_s": round(time.perf_counter() - t0, 2), "site_pages": sum(1 for _ in (d / "_site").rglob("*.html"))}
 
+def monitor_figures():
+    "Monitor: one drift and performance pass over 7 days of live rows (2016 five-minute rows, 150 closed bets) of a model"
+    import statistics
+    import numpy as np, pandas as pd
+    from futbot.alerts import AlertStore
+    from futbot.backtest import Position
+    from futbot.config import load_config
+    from futbot.drift import model_reference, save_reference
+    from futbot.features import synth_bars, build_features
+    from futbot.intervals import index_ms
+    from futbot.monitor import LiveMonitor
+    from futbot.registry import synth_model_folder, SYNTH_FEATURES
+    from futbot.serve import Service
+    with tempfile.TemporaryDirectory() as d:
+        d = Path(d)
+        folder = synth_model_folder(d / "m")
+        feats = lambda seed, start, days: build_features({"1m": synth_bars(days * 1440, seed=seed, start=start, vol=0.0008)},
+                                                         config=SYNTH_FEATURES)
+        env = {"FUTBOT_HMAC_KEYS": "k1=bench-secret-0123456789", "FUTBOT_HMAC_KEY_ID": "k1", "FUTBOT_API_TOKENS": "bench-token-0123456789"}
+        cf = load_config(overrides={"labels.horizon": "1h", "monitoring.auto_retrain": False})
+        svc = Service(cf, {"BTCUSDT": folder}, "http://127.0.0.1:9", d / "data", d / "art", env=env)
+        m = svc.models["BTCUSDT"]
+        proba = lambda X: pd.DataFrame({f"p_{s}": m.cals[s](m.models[s].predict_proba(X[m.features])) for s in ("long", "short")},
+                                       index=X.index)
+        Xtr = feats(1, "2024-01-01", 14)
+        save_reference(folder, model_reference(Xtr[m.features], proba(Xtr)))
+        svc.alerts = AlertStore(d / "alerts.db", deliver=False)
+        mon = LiveMonitor(svc)
+        live = feats(2, "2024-01-15", 8)
+        live = live[live.index.minute % 5 == 0]                     # five-minute decisions
+        t = index_ms(live.index)
+        live, t = live[t > t[-1] - 7 * 86_400_000], t[t > t[-1] - 7 * 86_400_000]
+        P = proba(live)
+        rows = [(int(a), x, pl, ps) for a, x, pl, ps in zip(t, live[m.features].to_numpy(float), P.p_long, P.p_short)]
+        rng, done = np.random.default_rng(0), []
+        for k in range(150):                                        # closed bets spread over the week
+            t0 = int(t[0] + (t[-1] - t[0]) * k / 150); win = rng.random() < 0.5
+            px = np.array([100.0, 101.0 if win else 99.0])
+            done.append(Position("BTCUSDT", 1, t0, 0.6, 1.0, 1, 99.0, 101.0, 0.0, 1.0, np.array([0, 12]), np.array([1.0, -1.0]), px,
+                                 np.array([0.01, 0.01]), np.zeros(2), np.array([0, 1 if win else 2]),
+                                 np.array([t0, t0 + 3_600_000]), np.array([t0, t0 + 3_600_000]), np.zeros(0), np.zeros(0),
+                                 t0 + 3_600_000))
+        times = []
+        for _ in range(7):
+            t1 = time.perf_counter()
+            rep = mon.check(int(t[-1]), {"BTCUSDT": rows}, done)
+            times.append(1000 * (time.perf_counter() - t1))
+        assert rep["symbols"]["BTCUSDT"]["performance"]["trades"] == 150, rep
+        return {"monitor_cycle_ms": round(statistics.median(times[1:]), 1), "monitor_cycle_rows": len(rows)}
+
 FIGURES = [cli_help_s, sim_figures, download_figures, features_figures, streams_figures, backtest_figures, train_figures,
-           live_figures, demo_figures, site_figures]
+           live_figures, monitor_figures, demo_figures, site_figures]
 
 def main():
     out = {}

@@ -17,7 +17,8 @@ from .intervals import SECOND_MS, HOUR_MS, to_seconds, ms_to_iso
 __all__ = ['SEVERITIES', 'KINDS', 'STATES', 'LOG_LEVELS', 'WEBHOOK_ENV', 'SMTP_USER_ENV', 'SMTP_PASSWORD_ENV', 'DDL',
            'BUSY_TIMEOUT_S', 'ALERT_COLS', 'LIST_STATES', 'CHANNELS', 'IDLE_POLL_S', 'LIST_COLS', 'wall_ms', 'Alert',
            'AlertConfig', 'store_path', 'AlertStore', 'DeliveryError', 'alert_line', 'send_log', 'send_console',
-           'send_webhook', 'alert_mail', 'send_email', 'add_monitor_args', 'alert_table', 'run_monitor', 'run_alerts']
+           'send_webhook', 'alert_mail', 'send_email', 'add_drift_args', 'add_monitor_args', 'alert_table',
+           'run_monitor', 'run_alerts']
 
 # %% ../nbs/11c_alerts.ipynb #d4158b07
 SEVERITIES = ("info", "warning", "error", "critical")          # in rising order
@@ -433,8 +434,19 @@ def deliveries(self:AlertStore)->list:
                   "JOIN notifications n ON n.id = d.notification_id ORDER BY d.id")
 
 # %% ../nbs/11c_alerts.ipynb #5b4a3d7e
+def add_drift_args(p):
+    "Arguments of `futbot monitor drift` (computed by `futbot.monitor.run_drift`)"
+    p.add_argument("--symbol", help="the symbol (default: the model's own, or the first configured symbol)")
+    p.add_argument("--model", help="a model folder, NAME or NAME@VERSION (default: the symbol's production model)")
+    p.add_argument("--start", help="first report time, UTC (default: --days before --end)")
+    p.add_argument("--end", help="last report time, UTC (default: the end of the stored bars)")
+    p.add_argument("--days", type=float, default=14.0, help="the range when --start is not given (default 14)")
+    p.add_argument("--step", default="1d", help="time between report points (default 1d)")
+    p.add_argument("--run-id", help="name of the folder under artifacts/drift (default: time and symbol)")
+    p.add_argument("--no-notebook", action="store_true", help="compute in this process, without the papermill notebook")
+
 def add_monitor_args(p:argparse.ArgumentParser):
-    "The arguments of `futbot monitor` (alerts; drift and live performance come next)"
+    "The arguments of `futbot monitor`: alerts, and the drift report"
     from futbot.registry import default_user
     sub = p.add_subparsers(dest="monitor", metavar="WHAT", parser_class=type(p), required=True)
     what = "list, acknowledge or resolve alerts"
@@ -455,6 +467,13 @@ def add_monitor_args(p:argparse.ArgumentParser):
         x.add_argument("--store", type=Path, help="the alert history (default: ARTIFACTS_DIR/alerts.store)")
         x.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="YAML file laid over configs/*.yaml")
         x.add_argument("--artifacts-dir", type=Path, default=argparse.SUPPRESS, help="default: artifacts")
+    what = "the drift of a model over the stored data: a report under artifacts/drift (notebook, HTML, figure, tables)"
+    d = sub.add_parser("drift", help="a drift report of a model over the stored data", description=what)
+    add_drift_args(d)
+    d.add_argument("--data-dir", type=Path, default=Path(os.environ.get("FUTBOT_DATA_DIR", "data")),
+                   help="raw and processed data (default: data)")
+    d.add_argument("--config", type=Path, default=argparse.SUPPRESS, help="YAML file laid over configs/*.yaml")
+    d.add_argument("--artifacts-dir", type=Path, default=argparse.SUPPRESS, help="default: artifacts")
     for flag, kw in (("--config", dict(help="YAML file laid over configs/*.yaml")),
                      ("--artifacts-dir", dict(default=Path(os.environ.get("FUTBOT_ARTIFACTS_DIR", "artifacts")),
                                               help="models, reports, alerts.db (default: artifacts)"))):
@@ -474,6 +493,9 @@ def alert_table(rows:list)->str:
 def run_monitor(args)->int:
     "CLI handler of `futbot monitor`"
     if args.monitor == "alerts": return run_alerts(args)
+    if args.monitor == "drift":
+        import importlib
+        return importlib.import_module("futbot.monitor").run_drift(args)
     raise UsageError(f"unknown monitor command {args.monitor!r}")
 
 def run_alerts(args)->int:

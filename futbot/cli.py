@@ -105,7 +105,7 @@ SUBCOMMANDS = {
     "backtest":      ("backtest a model with fees, slippage and funding", _backtest_args),
     "replay":        ("replay history through the live pipeline", _replay_args),
     "serve":         ("run the live signal service", _serve_args),
-    "monitor":       ("monitoring: alerts (drift and live performance come next)", _monitor_args),
+    "monitor":       ("monitoring: alerts, drift reports", _monitor_args),
     "report":        ("render the report site", _report_args),
     "registry":      ("list, inspect, promote or roll back models", _registry_args),
     "verify-signal": ("verify the HMAC signature of signals", _verify_args),

@@ -598,6 +598,8 @@ def resolve_model(spec:str|None,       # a model folder, NAME (its production ve
                   artifacts_dir="artifacts")->Path:
     "The model folder a `--model` value names"
     if spec and (Path(spec) / "metadata.json").exists(): return Path(spec)
+    if spec and ("/" in spec or "\\" in spec or Path(spec).exists()):    # a path, not a registered name
+        raise UsageError(f"--model {spec}: not a model folder (no metadata.json there)")
     from futbot.registry import Registry
     reg = Registry(artifacts_dir)
     if spec:

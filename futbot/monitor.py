@@ -6,20 +6,23 @@
 from __future__ import annotations
 import asyncio, logging, math, shutil, subprocess, sys, threading, time
 from collections import deque
+from pathlib import Path
 from dataclasses import dataclass, asdict
 import numpy as np
 import pandas as pd
 from fastcore.basics import patch
 from .config import UsageError, log_event
-from .intervals import index_ms, ms_index, ms_to_iso, to_seconds, SECOND_MS
+from .intervals import index_ms, ms_index, ms_to_iso, to_ms, to_seconds, SECOND_MS
 from .metrics import trade_stats, sharpe, max_drawdown, returns_at
 from .backtest import FILL_KINDS
 from .evaluate import FIG_DPI
 
 # %% auto #0
-__all__ = ['SHARPE_BOOT', 'CONF_BUCKETS', 'DRIFT_TOP', 'REPORTS_KEPT', 'EQUITY_KEPT', 'RETRAIN_ON', 'live_trades', 'binomial_p',
-           'sharpe_p', 'calibration_table', 'as_float', 'Check', 'live_figures', 'compare', 'differs', 'drift_series',
-           'drift_figure', 'monitor_gauges', 'LiveMonitor', 'futbot_cmd', 'attach', 'run_serve']
+__all__ = ['SHARPE_BOOT', 'CONF_BUCKETS', 'DRIFT_TOP', 'DRIFT_DIR', 'DRIFT_NB', 'REPORTS_KEPT', 'EQUITY_KEPT', 'RETRAIN_ON',
+           'live_trades', 'binomial_p', 'sharpe_p', 'calibration_table', 'as_float', 'Check', 'live_figures', 'compare',
+           'differs', 'drift_series', 'drift_figure', 'drift_settings', 'drift_times', 'drift_inputs', 'drift_summary',
+           'save_drift_report', 'monitor_gauges', 'LiveMonitor', 'futbot_cmd', 'stored_start', 'attach', 'run_serve',
+           'execute_drift_report', 'drift_run', 'run_drift']
 
 # %% ../nbs/13_monitor.ipynb #462185dd
 def live_trades(positions:list, # `futbot.backtest.Position`s the book closed (LiveBook.done)
@@ -140,14 +143,15 @@ def drift_series(ref:dict,            # `futbot.drift.model_reference` of the mo
                  X:pd.DataFrame,      # its feature rows (decision time index)
                  P:pd.DataFrame,      # its p_long, p_short on the same rows
                  times,               # report times (ms)
-                 window="7d", warn:float=0.1, act:float=0.25, min_rows:int=288)->tuple:
+                 window="7d", warn:float=0.1, act:float=0.25, min_rows:int=288,
+                 share:float=0.0)->tuple:    # the features' verdict: the level this share of them reach (0: the worst)
     "(one summary row per time, the PSI of every feature at every time)"
     from futbot.drift import drift_at
     rows, psis = [], {}
     for t in times:
-        r = drift_at(ref, X, P, int(t), window, warn, act, min_rows)
+        r = drift_at(ref, X, P, int(t), window, warn, act, min_rows, share)
         sm = r.summary()
-        rows.append(dict(t=int(t), rows=r.rows, level=r.level, worst=sm["worst"].get("feature"),
+        rows.append(dict(t=int(t), rows=r.rows, level=r.level, feature_level=r.feature_level, worst=sm["worst"].get("feature"),
                          worst_psi=sm["worst"].get("psi", math.nan), n_warn=sm["n_warn"], n_act=sm["n_act"],
                          psi_long=sm["prediction_psi"].get("p_long", math.nan),
                          psi_short=sm["prediction_psi"].get("p_short", math.nan),
@@ -179,6 +183,66 @@ def drift_figure(series:pd.DataFrame,  # `drift_series`'s summary rows
     b.legend(fontsize=6)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/13_monitor.ipynb #25941b87
+DRIFT_DIR = "drift"          # under the artifacts folder: one folder per drift report
+DRIFT_NB = "nbs/pipelines/drift_report.ipynb"   # the papermill notebook behind `futbot monitor drift`
+
+def drift_settings(cf)->dict:
+    "The monitor's drift settings, as keyword arguments of `drift_series`"
+    g = lambda k: cf[f"monitoring.{k}"]
+    return dict(window=g("drift_window"), warn=g("psi_warn"), act=g("psi_act"), min_rows=g("min_drift_rows"),
+                share=g("drift_share"))
+
+def drift_times(lo_ms:int, hi_ms:int, # the report's range (ms): points at lo, lo + step, ... up to hi
+                step="1d")->list:
+    "Report times every `step` from lo to hi, hi itself last"
+    every = int(to_seconds(step) * SECOND_MS)
+    if every <= 0: raise UsageError(f"--step {step}: must be a positive duration such as 6h or 1d")
+    if hi_ms <= lo_ms: raise UsageError(f"the drift report's end {ms_to_iso(hi_ms)} is not after its start {ms_to_iso(lo_ms)}")
+    ts = list(range(int(lo_ms), int(hi_ms), every))
+    return ts + [int(hi_ms)] if not ts or ts[-1] != hi_ms else ts
+
+def drift_inputs(symbol:str, folder,   # the symbol, and the model folder whose reference is the yardstick
+                 lo_ms:int, hi_ms:int, # report times in [lo, hi]; rows from a window before lo are read
+                 cf, data_dir="data")->tuple:
+    "(reference, features, probabilities) of a model on the stored bars up to hi, as the live path computes them"
+    from futbot.drift import load_reference
+    from futbot.live import LiveModel, load_feed, finite_rows
+    from futbot.features import build_features
+    from futbot.barriers import SIDES
+    m = LiveModel.load(folder)
+    ref = load_reference(m.folder)
+    lo = lo_ms - int(to_seconds(cf["monitoring.drift_window"]) * SECOND_MS)
+    feed = load_feed(symbol, data_dir, cf, lo, hi_ms)
+    X = build_features(feed.bars, feed.extras, config=feed.fcfg)[m.features]
+    t = index_ms(X.index)
+    X = X[(t > lo) & (t <= hi_ms) & finite_rows(X, m.features)]
+    if X.empty: raise UsageError(f"{symbol}: no stored feature rows in {ms_to_iso(lo)}..{ms_to_iso(hi_ms)}; "
+                                 f"run futbot download --symbol {symbol} for that range first")
+    P = pd.DataFrame({f"p_{s}": m.cals[s](m.models[s].predict_proba(X)) for s in SIDES}, index=X.index)
+    return ref, X, P
+
+def drift_summary(series:pd.DataFrame, psi:pd.DataFrame, **about)->dict:
+    "What summary.json says: the range, the verdict at each level, the first time at act, the most drifted features"
+    act = series.index[series.feature_level == "act"]
+    top = psi.max().sort_values(ascending=False).head(DRIFT_TOP)
+    return dict(about, points=len(series), first=ms_to_iso(int(series.t.iloc[0])), last=ms_to_iso(int(series.t.iloc[-1])),
+                levels={k: int(v) for k, v in series.feature_level.value_counts().items()},
+                first_act=act[0].isoformat() if len(act) else None,
+                last_level=str(series.feature_level.iloc[-1]),
+                top_features={k: round(float(v), 4) for k, v in top.items() if v == v})
+
+def save_drift_report(run_dir, series:pd.DataFrame, psi:pd.DataFrame, summary:dict, fig=None)->Path:
+    "series.csv, psi.csv, summary.json (and drift.png) in the run folder; the folder"
+    import json
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    series.drop(columns="t").to_csv(run_dir / "series.csv")
+    psi.to_csv(run_dir / "psi.csv")
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=str) + "\n")
+    if fig is not None: fig.savefig(run_dir / "drift.png")
+    return run_dir
 
 # %% ../nbs/13_monitor.ipynb #ccf47544
 def monitor_gauges(registry)->dict:
@@ -371,6 +435,14 @@ def futbot_cmd(*args)->list:
     "A `futbot` command line run by this Python (the console script may not be on PATH)"
     return [sys.executable, "-c", "import sys; from futbot.cli import main; sys.exit(main())", *map(str, args)]
 
+def stored_start(symbol:str, data_dir)->int|None:
+    "Open time (ms) of the first stored bar of the coarsest stored kline interval (None: nothing stored)"
+    from futbot.dataset import stored_intervals
+    from futbot.history import load_bars
+    ivs = stored_intervals(symbol, data_dir)
+    b = load_bars(symbol, ivs[-1], None, None, data_dir) if ivs else None
+    return int(index_ms(b.index)[0]) if b is not None and len(b) else None
+
 @patch
 def retrain(self:LiveMonitor, s:str, why:str, t:int)->str:
     "Bring the data up to date, train and select; record the outcome as an alert; the outcome line"
@@ -380,8 +452,12 @@ def retrain(self:LiveMonitor, s:str, why:str, t:int)->str:
     out_dir.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     cfg = ["--config", str(svc.config_path)] if svc.config_path else []
+    first = stored_start(s, svc.data_dir)                # the stored span brought up to date, not extended back
+    span = ["--start", ms_to_iso(first)[:10]] if first is not None else []
     steps = [futbot_cmd("download", "--symbol", s, "--exchange", svc.exchange, "--data-dir", svc.data_dir, "--no-progress",
-                        "--datasets", ",".join(seed_datasets(svc.data_dir, s)), *cfg),
+                        "--datasets", ",".join(seed_datasets(svc.data_dir, s)), *span,
+                        "--intervals", ",".join(svc.cfg["data.timeframes"]),
+                        "--price-interval", svc.cfg["data.base_timeframe"], *cfg),
              futbot_cmd("train", "--symbol", s, "--models", svc.models[s].meta.get("kind", "lgbm"),
                         "--data-dir", svc.data_dir, "--artifacts-dir", svc.artifacts_dir, *cfg)]
     log_event("futbot.monitor", "retrain_started", symbol=s, reason=why, t=ms_to_iso(t))
@@ -460,3 +536,70 @@ def run_serve(args)->int:
     "CLI handler of `futbot serve`: the service of `futbot.serve` with a `LiveMonitor` attached"
     from futbot.serve import run_serve as serve
     return serve(args, attach=attach)
+
+# %% ../nbs/13_monitor.ipynb #e21f1f42
+def execute_drift_report(run_dir:Path, params:dict, timeout_s:int=1800)->Path:
+    "Run the drift notebook with papermill into the run folder, then drift_report.html from it (code hidden)"
+    import os, papermill as pm
+    from nbconvert import HTMLExporter
+    from futbot.backtest import project_root
+    nb = next((r / DRIFT_NB for r in (project_root(), Path.cwd()) if (r / DRIFT_NB).exists()), None)
+    if nb is None: raise UsageError(f"cannot find {DRIFT_NB} (set FUTBOT_HOME to the project folder), or use --no-notebook")
+    out = run_dir / "drift_report.ipynb"
+    err, keep = open(run_dir / "drift_report.log", "w"), os.dup(2)
+    os.dup2(err.fileno(), 2)             # the kernel's start-up chatter goes to the log, not the terminal
+    try: pm.execute_notebook(str(nb), str(out), parameters=params, progress_bar=False, kernel_name="python3",
+                             cwd=str(nb.parent), execution_timeout=timeout_s, log_output=False)
+    finally:
+        os.dup2(keep, 2); os.close(keep); err.close()
+    html, _ = HTMLExporter(exclude_input=True).from_filename(str(out))
+    (run_dir / "drift_report.html").write_text(html)
+    return out
+
+def drift_run(symbol:str, folder, lo_ms:int, hi_ms:int, cf, data_dir, run_dir, step="1d")->dict:
+    "The whole report in this process (what the notebook does): its summary"
+    import matplotlib.pyplot as plt
+    ref, X, P = drift_inputs(symbol, folder, lo_ms, hi_ms, cf, data_dir)
+    st = drift_settings(cf)
+    series, psi = drift_series(ref, X, P, drift_times(lo_ms, hi_ms, step), **st)
+    fig = drift_figure(series, psi, st["warn"], st["act"], title=f"{symbol}: drift against {Path(folder).parent.name} "
+                       f"{Path(folder).name}")
+    summary = drift_summary(series, psi, symbol=symbol, model=str(folder), step=step, **st)
+    save_drift_report(run_dir, series, psi, summary, fig)
+    plt.close(fig)
+    return summary
+
+def run_drift(args)->int:
+    "CLI handler of `futbot monitor drift`"
+    import json, time as _t
+    from futbot.config import load_config
+    from futbot.dataset import stored_end
+    from futbot.live import model_folders
+    cf = args.cfg if getattr(args, "cfg", None) is not None else load_config(getattr(args, "config", None))
+    (symbol, folder), = model_folders(args.model, args.symbol or (None if args.model else cf["data.symbols"][0]), cf,
+                                      args.artifacts_dir).items()
+    from futbot.dataset import stored_intervals
+    if not stored_intervals(symbol, args.data_dir):
+        raise UsageError(f"{symbol}: no stored bars in {args.data_dir}; run futbot download --symbol {symbol} first")
+    hi = to_ms(args.end) if args.end else stored_end(symbol, args.data_dir) - 1
+    if args.days <= 0: raise UsageError(f"--days {args.days:g}: must be positive")
+    lo = to_ms(args.start) if args.start else hi - int(args.days * 86_400_000)
+    drift_times(lo, hi, args.step)                       # bad --step or range: one line before any work
+    run_id = args.run_id or f"{_t.strftime('%Y%m%dT%H%M%SZ', _t.gmtime())}-{symbol}"
+    run_dir = Path(args.artifacts_dir) / DRIFT_DIR / run_id
+    if run_dir.exists(): raise UsageError(f"{run_dir} exists; give another --run-id")
+    run_dir.mkdir(parents=True)
+    if args.no_notebook: drift_run(symbol, folder, lo, hi, cf, args.data_dir, run_dir, args.step)
+    else: execute_drift_report(run_dir, dict(symbol=symbol, model_folder=str(Path(folder).resolve()),
+                                             start=ms_to_iso(lo), end=ms_to_iso(hi), step=args.step,
+                                             data_dir=str(Path(args.data_dir).resolve()),
+                                             config=str(Path(args.config).resolve()) if getattr(args, "config", None) else "",
+                                             run_dir=str(run_dir.resolve())))
+    s = json.loads((run_dir / "summary.json").read_text())
+    series = pd.read_csv(run_dir / "series.csv", index_col=0)
+    print(series[["rows", "feature_level", "n_act", "n_warn", "worst", "worst_psi", "psi_long", "psi_short"]]
+          .round(3).to_string(), flush=True)
+    first = f"first at act {s['first_act']}" if s["first_act"] else "never at act"
+    print(f"{symbol}: drift {s['first']}..{s['last']} every {args.step} against {Path(folder).parent.name} "
+          f"{Path(folder).name}: {first}, last {s['last_level']}; report {run_dir}", flush=True)
+    return 0
