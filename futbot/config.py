@@ -66,8 +66,7 @@ def pandas_ta_problem(entries:list, # `features.pandas_ta`: Strategy entries suc
 
 # %% ../nbs/00_config.ipynb #022e3829
 _num, _int, _str, _list, _bool = (int, float), int, str, list, bool
-SCHEMA = {
-  # trading.yaml
+SCHEMA = {                       # trading.yaml
   "data.history_months":        ("trading", _num, lambda v: 0 < v <= 120, "a number of months in (0, 120]"),
   "data.timeframes":            ("trading", _list, lambda v: len(v) > 0 and all(x in INTERVALS for x in v), f"a non-empty list of Binance intervals {INTERVALS}"),
   "data.base_timeframe":        ("trading", _str, lambda v: v in INTERVALS, "one Binance interval"),
@@ -120,6 +119,7 @@ SCHEMA = {
   "monitoring.psi_act":         ("trading", _num, lambda v: 0 < v <= 5, "a PSI in (0, 5] (at least psi_warn)"),
   "monitoring.min_drift_rows":  ("trading", _int, lambda v: v >= 10, "a whole number >= 10"),
   "monitoring.drift_share":     ("trading", _num, lambda v: 0 <= v <= 1, "a share in [0, 1] (0: any one feature)"),
+  "monitoring.drift_alert_level": ("trading", _str, lambda v: v in ("warn", "act"), "warn or act"),
   "monitoring.auto_retrain":    ("trading", _bool, lambda v: True, "true or false"),
   "monitoring.retrain_cooldown": ("trading", _str, _dur, "a duration such as 1d"),
   "monitoring.min_disk_free_gb": ("trading", _num, lambda v: v >= 0, "gigabytes >= 0"),

@@ -397,7 +397,8 @@ def drift_alerts(self:LiveMonitor, s:str, d, t:int)->dict:
     "Alerts of one drift report; its summary"
     flv, plv = d.feature_level, d.prediction_level
     w = d.worst
-    self.svc.alert(f"drift:{s}", flv in ("warn", "act"), "error" if flv == "act" else "warning", "drift",
+    at = ("warn", "act") if self.setting("monitoring.drift_alert_level") == "warn" else ("act",)
+    self.svc.alert(f"drift:{s}", flv in at, "error" if flv == "act" else "warning", "drift",
                    f"{s}: feature drift ({flv})", f"worst {w.get('feature')} PSI {w.get('psi', math.nan):.3f} over "
                    f"{d.rows} rows to {ms_to_iso(t)}", t)
     self.svc.alert(f"performance:confidence:{s}", plv in ("warn", "act"), "error" if plv == "act" else "warning",

@@ -70,6 +70,15 @@ def trained_market(tmp_path_factory):
             models[s] = d / "art" / "models" / f"lgbm-{s}" / "1.0.0"
         yield d, url, models
 
+def wait_until(what, timeout_s:float, every_s:float=0.5):
+    "The first truthy what(), or an AssertionError after timeout_s"
+    import time
+    end = time.time() + timeout_s
+    while time.time() < end:
+        if v := what(): return v
+        time.sleep(every_s)
+    raise AssertionError(f"timed out after {timeout_s} s")
+
 def confident_threshold(d, models, lo, hi, q):
     "A min_confidence the models reach on a share 1 - q of the decision rows in [lo, hi) (at least 0.5)"
     from futbot.config import load_config

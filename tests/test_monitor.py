@@ -1,7 +1,7 @@
 """`futbot serve` with its monitor against a real `futbot sim`: an action-level alert starts a retrain whose outcome
 the registry and an alert record; an approval and a rollback in the registry are served without a restart."""
 import json, os, shutil, signal, subprocess, time, urllib.request
-from conftest import BIN, EVEN_BETS
+from conftest import BIN, EVEN_BETS, wait_until as wait_for
 from futbot.alerts import AlertStore
 from futbot.registry import Registry
 
@@ -14,14 +14,6 @@ def futbot(*args):
 
 def health(base):
     with urllib.request.urlopen(base + "/health", timeout=10) as r: return json.loads(r.read())
-
-def wait_for(what, timeout_s:float, every_s:float=0.5):
-    "The first truthy what(), or an AssertionError after timeout_s"
-    end = time.time() + timeout_s
-    while time.time() < end:
-        if v := what(): return v
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s} s")
 
 def events(log, name):
     return [e for e in map(json.loads, open(log)) if e.get("event") == name] if log.exists() else []

@@ -8,7 +8,7 @@ from email import message_from_bytes
 from email.policy import default as email_policy
 import pandas as pd
 from aiosmtpd.controller import Controller
-from conftest import BIN, EVEN_BETS, run_sim
+from conftest import BIN, EVEN_BETS, wait_until as wait_for, run_sim
 from test_alerts import Inbox, free_port, webhook_server
 from futbot.alerts import AlertStore
 from futbot.intervals import to_ms, DAY_MS
@@ -17,13 +17,6 @@ CHANGE, NOW = "2024-03-03T00:00", "2024-03-08"
 ENV = {"FUTBOT_HMAC_KEYS": "k1=regime-test-secret-0123456789", "FUTBOT_HMAC_KEY_ID": "k1",
        "FUTBOT_API_TOKENS": "regime-token-abcdefghijklmnop"}
 PASSES_AFTER = 4             # monitor passes (one per simulated hour) the test watches after the first notification
-
-def wait_for(what, timeout_s:float, every_s:float=0.5):
-    end = time.time() + timeout_s
-    while time.time() < end:
-        if v := what(): return v
-        time.sleep(every_s)
-    raise AssertionError(f"timed out after {timeout_s} s")
 
 def test_volatility_change_alerts_once_on_each_channel(trained_market, tmp_path):
     from futbot import history as h

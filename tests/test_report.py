@@ -13,7 +13,7 @@ from futbot.features import synth_bars
 ROOT = Path(__file__).resolve().parents[1]
 FUTBOT = str(Path(sys.executable).parent / "futbot")
 REPORT_SUFFIXES = (".html", ".pdf", ".md", ".png", ".svg", ".jpg", ".jpeg", ".ipynb")
-SHOTS = Path("/work/scratch/i14/shots")          # where the lead collects screenshots for the closing note
+SHOTS = ROOT / "artifacts" / "screenshots"      # kept for the closing note (artifacts/ is git-ignored)
 
 def run(*args, cwd):
     env = {**os.environ, "FUTBOT_HOME": str(ROOT), "FUTBOT_LOG_DIR": str(Path(cwd) / "logs"),
