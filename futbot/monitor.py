@@ -582,10 +582,14 @@ def run_drift(args)->int:
     from futbot.dataset import stored_intervals
     if not stored_intervals(symbol, args.data_dir):
         raise UsageError(f"{symbol}: no stored bars in {args.data_dir}; run futbot download --symbol {symbol} first")
-    hi = to_ms(args.end) if args.end else stored_end(symbol, args.data_dir) - 1
+    def parsed(flag:str, fn, v):
+        try: return fn(v)
+        except UsageError: raise                          # already names the flag
+        except ValueError as e: raise UsageError(f"{flag} {v}: {e}") from None
+    hi = parsed("--end", to_ms, args.end) if args.end else stored_end(symbol, args.data_dir) - 1
     if args.days <= 0: raise UsageError(f"--days {args.days:g}: must be positive")
-    lo = to_ms(args.start) if args.start else hi - int(args.days * 86_400_000)
-    drift_times(lo, hi, args.step)                       # bad --step or range: one line before any work
+    lo = parsed("--start", to_ms, args.start) if args.start else hi - int(args.days * 86_400_000)
+    parsed("--step", lambda v: drift_times(lo, hi, v), args.step)   # a bad step or range: one line before any work
     run_id = args.run_id or f"{_t.strftime('%Y%m%dT%H%M%SZ', _t.gmtime())}-{symbol}"
     run_dir = Path(args.artifacts_dir) / DRIFT_DIR / run_id
     if run_dir.exists(): raise UsageError(f"{run_dir} exists; give another --run-id")

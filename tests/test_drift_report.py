@@ -60,6 +60,9 @@ def test_drift_report_bad_input_is_one_line(trained_market, tmp_path):
     d, _, models = trained_market
     common = ["--data-dir", d / "data", "--artifacts-dir", tmp_path / "art", "--config", d / "cfg.yaml"]
     for args, needle in ((["--model", models["BTCUSDT"], "--step", "0s"], "--step"),
+                         (["--model", models["BTCUSDT"], "--step", "banana"], "--step banana"),
+                         (["--model", models["BTCUSDT"], "--end", "garbage"], "--end garbage"),
+                         (["--model", models["BTCUSDT"], "--start", "2024-13-01"], "--start 2024-13-01"),
                          (["--model", models["BTCUSDT"], "--days", "-1"], "--days"),
                          (["--model", tmp_path / "nothing"], "--model"),
                          (["--symbol", "BTCUSDT"], "production model"),
