@@ -160,6 +160,8 @@ SCHEMA.update({   # model.yaml: training and selection (issue 12)
   "training.storage":           ("model", (str, type(None)), _storage_ok,
                                  "null or a database URL such as sqlite:///optuna.db or postgresql://user@host/db"),
   "training.corr_threshold":    ("model", _num, _frac(0, 1), "a correlation in (0, 1]"),
+  "training.features":          ("model", _list, lambda v: len(v) > 0 and all(isinstance(p, str) and p.strip() for p in v),
+                                 "a non-empty list of column-name patterns (fnmatch: flow_*_1m; \"*\" is every column)"),
   "training.max_features":      ("model", _int, lambda v: v >= 0, "a whole number >= 0 (0 keeps every feature)"),
   "training.max_drift":         ("model", _num, _frac(0, 1), "a Kolmogorov-Smirnov distance in (0, 1] (1 keeps every feature)"),
   "training.rfe":               ("model", _bool, lambda v: True, "true or false"),

@@ -16,13 +16,14 @@ from .config import ConfigError, load_config, log_event, pandas_ta_problem
 from .intervals import SECOND_MS, MINUTE_MS, DAY_MS, INTERVALS, BAR_COLS, interval_ms, index_ms, ms_index, to_ms
 
 # %% auto #0
-__all__ = ['FEATURE_VERSION', 'TF_SPECS', 'CROSSES', 'PTA_KEY', 'PTA_PROBE_BARS', 'PTA_SCRAMBLED', 'PTA_LOOKBACKS',
-           'PTA_AGREE_ROWS', 'PTA_RTOL', 'PTA_MARGIN', 'PTA_CHUNK', 'PTA_SEED', 'synth_bars', 'resample_bars',
-           'rolling_sum_nb', 'rolling_max_nb', 'rolling_min_nb', 'rolling_std_nb', 'ema_nb', 'wilder_nb', 'wma_nb',
-           'sma', 'ema', 'rsi', 'true_range', 'atr', 'macd', 'stoch', 'willr', 'bbands', 'mfi', 'obv_change', 'adx',
-           'volume_poc_nb', 'volume_poc_ref', 'tf_block', 'tf_features', 'pta_frames', 'pta_probe', 'pta_block',
-           'asof_rows', 'get_bars', 'feature_timeframes', 'extras_features', 'build_features', 'perturb_after',
-           'LiveFeatures', 'replay_live', 'SchemaError', 'feature_schema', 'check_schema', 'FeatureScaler']
+__all__ = ['FEATURE_VERSION', 'TF_SPECS', 'CROSSES', 'FLOW_SPANS', 'FLOW_AGES', 'FLOW_DAY', 'PTA_KEY', 'PTA_PROBE_BARS',
+           'PTA_SCRAMBLED', 'PTA_LOOKBACKS', 'PTA_AGREE_ROWS', 'PTA_RTOL', 'PTA_MARGIN', 'PTA_CHUNK', 'PTA_SEED',
+           'synth_bars', 'resample_bars', 'rolling_sum_nb', 'rolling_max_nb', 'rolling_min_nb', 'rolling_std_nb',
+           'ema_nb', 'wilder_nb', 'wma_nb', 'sma', 'ema', 'rsi', 'true_range', 'atr', 'macd', 'stoch', 'willr',
+           'bbands', 'mfi', 'obv_change', 'adx', 'volume_poc_nb', 'volume_poc_ref', 'tf_block', 'tf_features',
+           'run_age_nb', 'flow_block', 'pta_frames', 'pta_probe', 'pta_block', 'asof_rows', 'get_bars',
+           'feature_timeframes', 'extras_features', 'build_features', 'perturb_after', 'LiveFeatures', 'replay_live',
+           'SchemaError', 'feature_schema', 'check_schema', 'FeatureScaler']
 
 # %% ../nbs/05_features.ipynb #22f05fb0
 def synth_bars(n:int,                    # number of bars
@@ -264,7 +265,7 @@ def volume_poc_ref(tp, vol, lo, hi, w, bins):
     return out
 
 # %% ../nbs/05_features.ipynb #6143cc19
-FEATURE_VERSION = "2"   # 2: order-flow windows (taker_imb_k, trades_rel_k, zret_k)
+FEATURE_VERSION = "3"   # 2: order-flow windows (taker_imb_k, trades_rel_k, zret_k); 3: disjoint 1m flow windows, run ages
 _FULL = dict(ma=(5, 10, 20, 50, 100, 200), wma=(10, 20), rsi=(14, 21, 34), atr=(14, 21), lags=(1, 3, 6, 12, 24),
              hvol=(20, 60), window=50, profile=100, roc=10, obv=100,
              flow=(3, 6, 12, 24, 48))
@@ -352,6 +353,52 @@ def tf_features(bars:pd.DataFrame, interval:str, spec:dict|None=None)->pd.DataFr
     "`tf_block` as a frame indexed by each bar's close time"
     names, M, t = tf_block(bars, interval, spec)
     return pd.DataFrame(M, index=ms_index(t, "t"), columns=names)
+
+# %% ../nbs/05_features.ipynb #908bd561
+FLOW_SPANS = ((0, 15), (15, 30), (30, 60), (60, 120), (120, 180), (180, 240))  # minutes (t-b, t-a] of each window
+FLOW_AGES = (60, 120, 240)   # look-backs of the run-age features, minutes
+FLOW_DAY = 1440              # the norms of trade rate and volatility: the last day of 1m bars
+
+@njit(cache=True)
+def run_age_nb(x, w, level, start=0):
+    "Bars since the lowest and since the highest point of the last `w` bars: of `x` itself (`level`) or of its running sum"
+    n = x.shape[0]; up = np.full(n, np.nan); dn = np.full(n, np.nan)
+    for i in range(max(w, start), n):
+        if level: mn = mx = x[i - w]
+        else: mn = mx = 0.0                       # the running sum starts at 0 before the window's first bar
+        imn = imx = i - w; s = 0.0
+        for j in range(i - w + 1, i + 1):
+            s = x[j] if level else s + x[j]
+            if s < mn: mn, imn = s, j
+            if s > mx: mx, imx = s, j
+        up[i], dn[i] = i - imn, i - imx
+    return up, dn
+
+def flow_block(bars:pd.DataFrame,       # 1m bars, shaped like `load_bars`
+               tail:int|None=None,      # compute only the last `tail` rows (live); None: all rows
+              )->tuple:                 # (names, float64 matrix, close-time ms), like `tf_block`
+    "Order flow, return, trade rate and volatility in disjoint windows out to 4 h, and the age of the current run"
+    nb = len(bars); k0 = 0 if tail is None else max(0, nb - tail)
+    st = max(0, k0 - FLOW_SPANS[-1][1] - 16)
+    g = lambda k: bars[k].to_numpy(np.float64)
+    v, n, tb, lc = g("volume"), g("trades"), g("taker_buy_volume"), np.log(g("close"))
+    imb, lr = 2 * tb - v, _diff(lc)
+    day_n, day_sd = rolling_sum_nb(n, FLOW_DAY, st) / FLOW_DAY, rolling_std_nb(lr, FLOW_DAY, 1, st)
+    lag, f = (lambda x, k: x if k == 0 else _shift(x, k)), {}
+    for a, b in FLOW_SPANS:
+        w = b - a
+        f[f"flow_imb_{a}_{b}"] = lag(_div(rolling_sum_nb(imb, w, st), rolling_sum_nb(v, w, st)), a)
+        f[f"flow_ret_{a}_{b}"] = _div(lag(lc, a) - _shift(lc, b), day_sd * np.sqrt(w))
+        f[f"flow_trd_{a}_{b}"] = _div(lag(rolling_sum_nb(n, w, st), a) / w, day_n)
+        f[f"flow_vol_{a}_{b}"] = _div(np.sqrt(lag(rolling_sum_nb(lr * lr, w, st), a) / w), day_sd)
+        f[f"flow_act_{a}_{b}"] = _div(f[f"flow_trd_{a}_{b}"], f[f"flow_vol_{a}_{b}"])   # trades per unit of volatility
+    for w in FLOW_AGES:
+        f[f"flow_age_up_{w}"], f[f"flow_age_dn_{w}"] = run_age_nb(imb, w, False, st)
+        f[f"px_age_up_{w}"], f[f"px_age_dn_{w}"] = run_age_nb(lc, w, True, st)
+    M = np.column_stack([x[k0:] for x in f.values()])
+    M[~np.isfinite(M)] = np.nan
+    return [f"{k}_1m" for k in f], M, (index_ms(bars.index) + MINUTE_MS)[k0:]
+
 
 # %% ../nbs/05_features.ipynb #6625d976
 PTA_KEY = "features.pandas_ta"       # the config key holding pandas-ta Strategy entries
@@ -627,8 +674,9 @@ def _assemble(blocks:dict, t:np.ndarray, base_bars:pd.DataFrame, base_step:int, 
 
 # %% ../nbs/05_features.ipynb #63d0f7b2
 def _tf_blocks(bars:pd.DataFrame, tf:str, cf:dict, tail:int|None=None)->dict:
-    "The built-in block of one timeframe and, when indicators are configured, its pandas-ta block"
+    "The built-in block of one timeframe (and the order-flow windows on 1m) and, when indicators are configured, its pandas-ta block"
     out = {tf: tf_block(bars, tf, tail=tail)}
+    if tf == "1m": out["1m flow"] = flow_block(bars, tail)
     if cf["pandas_ta"]: out[f"{tf} pandas-ta"] = pta_block(bars, tf, cf["pandas_ta"], cf["pta_labels"], tail)
     return out
 

@@ -16,7 +16,7 @@ from .intervals import index_ms, ms_index, ms_to_iso, interval_ms, to_seconds, S
 from .barriers import SIDES
 from .registry import sha256_json
 from .train import (time_split, walk_forward, uniqueness, make_model, choose_calibrator,
-                          fit_calibrator, select_features, Calibrator, Model, DEEP_KINDS)
+                          fit_calibrator, select_features, feature_pool, Calibrator, Model, DEEP_KINDS)
 
 # %% auto #0
 __all__ = ['CONTEXT_ROWS', 'BT_KEYS', 'FOLDS_DIR', 'TABLE_COLS', 'RETRAIN_NB', 'TrainData', 'side_labels', 'horizon_return',
@@ -328,7 +328,8 @@ def train_symbol(symbol:str, kinds:list, cfg, data_dir="data", artifacts_dir="ar
     t0 = time.time()
     d = load_train_data(symbol, data_dir, cfg, start, end)
     tr = d.split[0]
-    cols, sel = select_features(d.X.iloc[tr], [d.labels[s]["label"].to_numpy(float)[tr] for s in SIDES],
+    pool = feature_pool(d.X.columns, cfg["training.features"])
+    cols, sel = select_features(d.X[pool].iloc[tr], [d.labels[s]["label"].to_numpy(float)[tr] for s in SIDES],
                                 cfg["training.corr_threshold"], cfg["training.max_features"], cfg["training.rfe"], seed,
                                 cfg["training.max_drift"])
     fits, secs = {}, {}

@@ -17,7 +17,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # idle OpenMP threads slee
 __all__ = ['MODEL_FILE', 'MODELS', 'DEEP_KINDS', 'ALL_KINDS', 'SELECT_ROWS', 'QUICK_TREES', 'RFE_STEP', 'purge', 'time_split',
            'Fold', 'walk_forward', 'uniqueness', 'Model', 'LGBMModel', 'XGBModel', 'RFModel', 'model_class',
            'make_model', 'oof_predict', 'Calibrator', 'fit_calibrator', 'log_loss', 'choose_calibrator', 'drift',
-           'decorrelate', 'importance_rank', 'select_features']
+           'decorrelate', 'importance_rank', 'select_features', 'feature_pool']
 
 # %% ../nbs/09_train.ipynb #455ec6c9
 def purge(train:np.ndarray,   # candidate row positions to fit on
@@ -153,7 +153,7 @@ class Model:
 class LGBMModel(Model):
     "LightGBM, the primary candidate: deterministic, row-wise, early stopping on the validation rows"
     kind, native = "lgbm", "lightgbm.txt"
-    DEFAULTS = dict(n_estimators=400, learning_rate=0.03, num_leaves=15, min_child_samples=300, subsample=0.8,
+    DEFAULTS = dict(n_estimators=400, learning_rate=0.03, num_leaves=7, min_child_samples=300, subsample=0.8,
                     subsample_freq=1, colsample_bytree=0.5, reg_lambda=10.0)   # a weak signal: small, regularised trees
     EARLY_STOP = 50   # rounds without improvement of the validation log loss
 
@@ -378,3 +378,13 @@ def select_features(X:pd.DataFrame,           # the training rows only, in time 
             if not rfe or len(cols) <= max_features: break
     report.update(chosen=len(cols))
     return cols, report
+
+# %% ../nbs/09_train.ipynb #8c3b153c
+def feature_pool(columns,             # the feature table's columns, in table order
+                 patterns:list,       # `training.features`: fnmatch patterns
+                )->list:              # the matching columns, in table order
+    "The columns a model may be chosen from; ValueError (one line) when the patterns match none"
+    from fnmatch import fnmatchcase
+    out = [c for c in columns if any(fnmatchcase(c, p) for p in patterns)]
+    if not out: raise ValueError(f"training.features {list(patterns)} matches none of the {len(columns)} feature columns")
+    return out

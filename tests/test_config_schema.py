@@ -27,7 +27,7 @@ BAD = {
     "backtest.latency": "-1s", "backtest.funding": "yes", "backtest.periods_per_year": 0, "backtest.metrics_freq": "daily",
     "backtest.var_level": 1.0, "backtest.rolling_window": "0d",
     "training.models": ["lgbm", "svm"], "training.cv_mode": "sliding", "training.uniqueness_weights": "yes",
-    "training.storage": "artifacts/optuna.db", "training.corr_threshold": 0, "training.max_features": -1, "training.max_drift": 0,
+    "training.storage": "artifacts/optuna.db", "training.corr_threshold": 0, "training.features": [], "training.max_features": -1, "training.max_drift": 0,
     "training.rfe": "no", "training.calibration": "sigmoid", "training.seq_len": 1,
     "selection.min_dsr": 1.5, "selection.min_trades": -1, "selection.challenger_margin": -0.1,
     "monitoring.win_rate_alert": 0, "monitoring.performance_window": "weekly", "monitoring.min_trades": 0,
