@@ -386,5 +386,6 @@ def feature_pool(columns,             # the feature table's columns, in table or
     "The columns a model may be chosen from; ValueError (one line) when the patterns match none"
     from fnmatch import fnmatchcase
     out = [c for c in columns if any(fnmatchcase(c, p) for p in patterns)]
-    if not out: raise ValueError(f"training.features {list(patterns)} matches none of the {len(columns)} feature columns")
+    if not out: raise ValueError(f"training.features {list(patterns)} matches none of the {len(columns)} feature columns "
+                                "(the flow windows need 1m in data.timeframes; [\"*\"] takes every column)")
     return out
