@@ -153,7 +153,7 @@ class Model:
 class LGBMModel(Model):
     "LightGBM, the primary candidate: deterministic, row-wise, early stopping on the validation rows"
     kind, native = "lgbm", "lightgbm.txt"
-    DEFAULTS = dict(n_estimators=400, learning_rate=0.03, num_leaves=7, min_child_samples=300, subsample=0.8,
+    DEFAULTS = dict(n_estimators=400, learning_rate=0.03, num_leaves=15, min_child_samples=300, subsample=0.8,
                     subsample_freq=1, colsample_bytree=0.5, reg_lambda=10.0)   # a weak signal: small, regularised trees
     EARLY_STOP = 50   # rounds without improvement of the validation log loss
 
@@ -381,11 +381,13 @@ def select_features(X:pd.DataFrame,           # the training rows only, in time 
 
 # %% ../nbs/09_train.ipynb #8c3b153c
 def feature_pool(columns,             # the feature table's columns, in table order
-                 patterns:list,       # `training.features`: fnmatch patterns
+                 patterns:list,       # `training.features`: fnmatch patterns; one starting with "!" takes columns out
                 )->list:              # the matching columns, in table order
     "The columns a model may be chosen from; ValueError (one line) when the patterns match none"
     from fnmatch import fnmatchcase
-    out = [c for c in columns if any(fnmatchcase(c, p) for p in patterns)]
+    take = [p for p in patterns if not p.startswith("!")]
+    drop = [p[1:] for p in patterns if p.startswith("!")]
+    out = [c for c in columns if any(fnmatchcase(c, p) for p in take) and not any(fnmatchcase(c, p) for p in drop)]
     if not out: raise ValueError(f"training.features {list(patterns)} matches none of the {len(columns)} feature columns "
                                 "(the flow windows need 1m in data.timeframes; [\"*\"] takes every column)")
     return out

@@ -24,7 +24,7 @@ def test_retrain_then_approve_and_rollback_without_a_restart(trained_market, tmp
     shutil.copytree(d / "data", tmp_path / "data", ignore=shutil.ignore_patterns("signals"))   # the shared market stays as it was
     shutil.copytree(d / "art", tmp_path / "art")
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(EVEN_BETS + "training:\n  walk_forward_folds: 3\n  max_features: 30\n  n_trials: 0\n"
+    cfg.write_text(EVEN_BETS + "training:\n  walk_forward_folds: 3\n  max_features: 30\n  n_trials: 0\n  features: [\"*\", \"!flow_*_1m\", \"!px_age_*_1m\"]\n"
                    "monitoring:\n  drift_share: 0.0\n  auto_retrain: true\n  retrain_cooldown: 30d\n")  # any feature at act acts
     log = tmp_path / "logs" / "futbot.log"
     p = subprocess.Popen([str(BIN / "futbot"), "serve", "--exchange", url, "--port", "0", "--symbol", "BTCUSDT",
