@@ -4,7 +4,7 @@
 
 # %% ../nbs/10a_retrain.ipynb #193030b9
 from __future__ import annotations
-import json, os, subprocess, time, uuid
+import json, os, shutil, subprocess, time, uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -521,6 +521,9 @@ def execute_retrain(run_dir:Path, params:dict, timeout_s:int=7200)->Path:
     os.dup2(err.fileno(), 2)
     try: pm.execute_notebook(str(nb), str(out), parameters=params, progress_bar=False, kernel_name="python3",
                              cwd=str(nb.parent), execution_timeout=timeout_s, log_output=False)
+    except pm.PapermillExecutionError as e:     # bad input found inside the pipeline: the same one line as in process
+        if e.ename in ("UsageError", "ConfigError"): raise UsageError(e.evalue) from None
+        raise
     finally:
         os.dup2(keep, 2); os.close(keep); err.close()
     return out
@@ -539,9 +542,12 @@ def run_train(args)->int:
                   artifacts_dir=str(Path(args.artifacts_dir).resolve()), run_dir=str(run_dir.resolve()),
                   config=str(Path(args.config).resolve()) if args.config else "", overrides=train_overrides(args),
                   start=lo, end=hi, progress=False)
-    if args.no_notebook: train_run(syms, kinds, cf, args.data_dir, args.artifacts_dir, run_dir, progress=not args.no_progress,
-                                   start=lo, end=hi)
-    else: execute_retrain(run_dir, params)
+    try:
+        if args.no_notebook: train_run(syms, kinds, cf, args.data_dir, args.artifacts_dir, run_dir,
+                                       progress=not args.no_progress, start=lo, end=hi)
+        else: execute_retrain(run_dir, params)
+    except UsageError:                          # bad input: nothing was trained or registered, so no run folder stays
+        shutil.rmtree(run_dir, ignore_errors=True); raise
     out = finish_run(run_dir, args.artifacts_dir, cf)
     print(run_table(out), flush=True)
     print(f"{out['status']}: {', '.join(out['promoted']) or 'nothing promoted'}; run {run_dir}", flush=True)

@@ -383,11 +383,11 @@ def select_features(X:pd.DataFrame,           # the training rows only, in time 
 def feature_pool(columns,             # the feature table's columns, in table order
                  patterns:list,       # `training.features`: fnmatch patterns; one starting with "!" takes columns out
                 )->list:              # the matching columns, in table order
-    "The columns a model may be chosen from; ValueError (one line) when the patterns match none"
+    "The columns a model may be chosen from; UsageError (one line) when the patterns match none"
     from fnmatch import fnmatchcase
     take = [p for p in patterns if not p.startswith("!")]
     drop = [p[1:] for p in patterns if p.startswith("!")]
     out = [c for c in columns if any(fnmatchcase(c, p) for p in take) and not any(fnmatchcase(c, p) for p in drop)]
-    if not out: raise ValueError(f"training.features {list(patterns)} matches none of the {len(columns)} feature columns "
+    if not out: raise UsageError(f"training.features {list(patterns)} matches none of the {len(columns)} feature columns "
                                 "(the flow windows need 1m in data.timeframes; [\"*\"] takes every column)")
     return out

@@ -105,6 +105,16 @@ def test_missing_data_names_the_download_command(tmp_path):
     assert r.returncode == 2 and "futbot download --symbol BTCUSDT" in r.stderr and "Traceback" not in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
+@pytest.mark.parametrize("how", [[], ["--no-notebook"]])
+def test_a_feature_pool_matching_nothing_is_one_line(alpha_market, tmp_path, how):
+    "training.features matching no column: one line naming the key, exit 2, no run folder left, through the notebook too"
+    (tmp_path / "none.yaml").write_text('training:\n  features: ["nomatch_*"]\n')
+    r = futbot("train", "--symbol", "BTCUSDT", "--models", "lgbm", "--n-trials", "0", "--data-dir", str(alpha_market / "data"),
+               "--artifacts-dir", str(tmp_path / "a"), "--config", str(tmp_path / "none.yaml"), "--no-progress", *how)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert len(r.stderr.strip().splitlines()) == 1 and "training.features ['nomatch_*'] matches none" in r.stderr, r.stderr
+    assert not any((tmp_path / "a" / "train").glob("*")), list((tmp_path / "a" / "train").glob("*"))
+
 def test_a_model_folder_refuses_another_schema(trained, alpha_market, tmp_path):
     import shutil
     folder = str(tmp_path / "m")
